@@ -1,1 +1,1227 @@
-//! HELPER-OWNED: see the spec in the helper prompt. Placeholder so the crate compiles.
+//! Settings: every tunable of the server, declared once.
+//!
+//! The table in `settings_table!` is the only place a setting is declared: its doc comment,
+//! field name and type, default, value kind and accepted range. From it the module generates the
+//! [`Settings`] struct and its `Default`, one chainable setter per field, the argh [`Cli`]
+//! struct, the validation behind [`Settings::validate`], the `--help` defaults and
+//! [`Settings::docs_markdown`], which is checked into `docs/settings.md` (a test fails when that
+//! file is stale). The flag of a field is its name with dashes: `max_body` is `--max-body`.
+//!
+//! Every CLI value reaches us as a string, so parsing and error messages are ours, not argh's:
+//! each error names the flag (`--threads: must be between 1 and 4096, got 0`).
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::parse::{
+    DEFAULT_MAX_BODY, DEFAULT_MAX_FIELDS, DEFAULT_MAX_FIELD_SIZE, DEFAULT_MAX_HEAD_BYTES,
+    DEFAULT_MAX_REQUEST_LINE,
+};
+
+/// The settings table. Each row reads
+/// `field: type = default [=> default as documented], value kind, accepted values;`
+/// and its doc comment becomes the field's rustdoc, its `--help` line and its row in
+/// `docs/settings.md` (argh wants it to start in lowercase).
+macro_rules! settings_table {
+    ($generate:ident) => {
+        $generate! {
+            /// address the HTTP listener binds to (port 0 picks a free port).
+            bind: SocketAddr = loopback(8080), ADDR, Any;
+            /// address of the admin listener (metrics, health, readiness), or `off`.
+            admin_bind: Option<SocketAddr> = Some(loopback(9181)), ADDR_OR_OFF, Any;
+            /// worker threads: the OS threads that run handlers.
+            threads: usize = default_threads() => "4 × CPUs", INT, Between(1, 4096);
+            /// requests that may wait for a free worker; when full, new ones get 503.
+            backlog: Option<usize> = None => "2 × threads", INT_OR_AUTO, IfSet(AtLeast(1));
+            /// time a handler may run before it is cancelled and its request answered 504.
+            timeout: Duration = secs(30), DURATION, Above(Duration::ZERO);
+            /// time a cancelled handler has to return before its thread is abandoned and replaced.
+            cancel_grace: Duration = secs(5), DURATION, Any;
+            /// time in-flight requests get to finish at shutdown.
+            graceful_timeout: Duration = secs(30), DURATION, Any;
+            /// idle time a keep-alive connection stays open (0: close after each response).
+            keepalive: Duration = secs(5), DURATION, Any;
+            /// requests a worker thread serves before it retires and is replaced (0: never).
+            max_requests: u64 = 0, INT64, Any;
+            /// up to this many requests added at random to `--max-requests`, per thread.
+            max_requests_jitter: u64 = 0, INT64, Any;
+            /// abandoned threads still running above which the server reports not ready.
+            max_abandoned: Option<usize> = None => "= threads", INT_OR_AUTO, Any;
+            /// how often the watchdog checks deadlines; a 504 is late by at most this.
+            watchdog_tick: Duration = millis(10), DURATION, Between(millis(1), secs(1));
+            /// longest request line in bytes; longer gets 414.
+            limit_request_line: usize = DEFAULT_MAX_REQUEST_LINE, BYTES, Between(16, 65536);
+            /// most header fields in a request; more gets 431.
+            limit_request_fields: usize = DEFAULT_MAX_FIELDS, INT, Between(1, 32768);
+            /// longest header field line in bytes; longer gets 431.
+            limit_request_field_size: usize = DEFAULT_MAX_FIELD_SIZE, BYTES, Between(16, 65536);
+            /// largest request head (request line and header fields) in bytes; larger gets 431.
+            limit_request_head: usize = DEFAULT_MAX_HEAD_BYTES, BYTES, Between(64, MIB as usize);
+            /// largest request body in bytes; larger gets 413.
+            max_body: u64 = DEFAULT_MAX_BODY, SIZE, Any;
+            /// time to receive a whole request head once its first byte arrived; slower gets 408.
+            header_timeout: Duration = secs(10), DURATION, Above(Duration::ZERO);
+            /// time to receive the whole request body; slower gets 408.
+            body_timeout: Duration = secs(30), DURATION, Above(Duration::ZERO);
+            /// time a response write may stall (client not reading) before the connection is dropped.
+            write_timeout: Duration = secs(30), DURATION, Above(Duration::ZERO);
+            /// most open client connections; beyond it, new ones get 503 and are closed.
+            max_connections: usize = 10_000, INT, AtLeast(1);
+            /// log line format.
+            log_format: LogFormat = LogFormat::Text, LOG_FORMAT, Any;
+            /// log one line per request.
+            access_log: bool = false, SWITCH, Any;
+        }
+    };
+}
+
+/// Generates everything that is per setting from the rows of `settings_table!`.
+macro_rules! generate_settings {
+    ($(
+        $(#[doc = $doc:tt])+
+        $field:ident: $ty:ty = $default:expr $(=> $shown:literal)?, $kind:ident, $accept:expr;
+    )*) => {
+        /// Every tunable of the server.
+        ///
+        /// Build it with `Settings::default()` and chainable setters (one per field, named like
+        /// the field), or from command-line flags with [`Settings::from_args`]. Each field is
+        /// the flag of the same name with dashes (`max_body` is `--max-body`); defaults, value
+        /// formats and ranges are listed by [`Settings::docs_markdown`] (`docs/settings.md`).
+        ///
+        /// ```
+        /// use std::time::Duration;
+        /// use vigil::Settings;
+        ///
+        /// let settings = Settings::default().threads(8).timeout(Duration::from_secs(5));
+        /// assert_eq!(settings.effective_backlog(), 16);
+        /// settings.validate().unwrap();
+        ///
+        /// let parsed = Settings::from_args(&["--threads", "8", "--timeout", "5s"]).unwrap();
+        /// assert_eq!((parsed.threads, parsed.timeout), (8, Duration::from_secs(5)));
+        ///
+        /// let err = Settings::from_args(&["--threads", "0"]).unwrap_err();
+        /// assert_eq!(err.to_string(), "--threads: must be between 1 and 4096, got 0");
+        /// ```
+        #[derive(Clone, Debug)]
+        pub struct Settings {
+            $( $(#[doc = $doc])+ pub $field: $ty, )*
+        }
+
+        impl Default for Settings {
+            fn default() -> Self {
+                Settings { $( $field: $default, )* }
+            }
+        }
+
+        impl Settings {
+            $(
+                #[doc = concat!("Sets the `", stringify!($field), "` field.")]
+                #[must_use]
+                pub fn $field(mut self, value: $ty) -> Self {
+                    self.$field = value;
+                    self
+                }
+            )*
+
+            /// Checks every field against its accepted values.
+            fn check_ranges(&self) -> Result<(), SettingsError> {
+                $(
+                    Rule::test(&$accept, &self.$field, &$kind.show)
+                        .map_err(|message| SettingsError::new(&flag(stringify!($field)), message))?;
+                )*
+                Ok(())
+            }
+
+            /// One line per setting, for the docs and `--help`.
+            fn rows() -> Vec<Row> {
+                vec![$(
+                    Row {
+                        flag: flag(stringify!($field)),
+                        format: $kind.format,
+                        accepted: Rule::describe(&$accept, &$kind.show),
+                        default: shown_default!($($shown)?; format!("`{}`", ($kind.show)(&$default))),
+                        doc: concat!($($doc),+),
+                    },
+                )*]
+            }
+
+            /// Flags whose documented default does not parse back to the default.
+            #[cfg(test)]
+            fn defaults_not_round_tripping() -> Vec<String> {
+                let defaults = Settings::default();
+                let mut bad = Vec::new();
+                $(
+                    let shown = ($kind.show)(&defaults.$field);
+                    if ($kind.parse)(&shown).ok().as_ref() != Some(&defaults.$field) {
+                        bad.push(format!("{} {shown}", flag(stringify!($field))));
+                    }
+                )*
+                bad
+            }
+        }
+
+        impl TryFrom<Cli> for Settings {
+            type Error = SettingsError;
+
+            /// Defaults, overridden by the flags given, then validated.
+            fn try_from(cli: Cli) -> Result<Settings, SettingsError> {
+                let mut settings = Settings::default();
+                $(
+                    if let Some(text) = Given::given(&cli.$field) {
+                        settings.$field = ($kind.parse)(text)
+                            .map_err(|message| SettingsError::new(&flag(stringify!($field)), message))?;
+                    }
+                )*
+                settings.validate()?;
+                Ok(settings)
+            }
+        }
+
+        generate_cli!([] $( $field $kind [$($doc)+] )*);
+    };
+}
+
+/// The documented default: the table's text when it has one, else the shown value.
+macro_rules! shown_default {
+    ($shown:literal; $computed:expr) => {
+        String::from($shown)
+    };
+    (; $computed:expr) => {
+        $computed
+    };
+}
+
+/// Builds [`Cli`] one row at a time: a `SWITCH` becomes an argh switch, any other kind an
+/// option kept as text (argh cannot take a field's type from a macro).
+macro_rules! generate_cli {
+    ([$($fields:tt)*]) => {
+        /// The command-line flags of `vigil`, generated from the settings table.
+        ///
+        /// Every value is kept as text so that [`Settings`] parses and checks it:
+        /// `Settings::try_from(cli)` applies the flags given over the defaults and validates.
+        /// [`Settings::from_args`] does all of it from a slice of arguments.
+        #[derive(argh::FromArgs, Debug, Default)]
+        #[argh(description = "HTTP/1.1 application server whose watchdog cancels hung requests, \
+                              answers 504 and replaces stuck threads.")]
+        pub struct Cli { $($fields)* }
+    };
+    ([$($fields:tt)*] $field:ident SWITCH [$($doc:tt)+] $($rest:tt)*) => {
+        generate_cli!([$($fields)* $(#[doc = $doc])+ #[argh(switch)] pub $field: bool,] $($rest)*);
+    };
+    ([$($fields:tt)*] $field:ident $kind:ident [$($doc:tt)+] $($rest:tt)*) => {
+        generate_cli!(
+            [$($fields)* $(#[doc = $doc])+ #[argh(option)] pub $field: Option<String>,] $($rest)*
+        );
+    };
+}
+
+settings_table!(generate_settings);
+
+/// Format of the server's log lines (`--log-format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (`text`).
+    Text,
+    /// One JSON object per line (`json`).
+    Json,
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        })
+    }
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    /// `text` or `json`, case-insensitive.
+    fn from_str(s: &str) -> Result<LogFormat, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("expected `text` or `json`, got {s:?}")),
+        }
+    }
+}
+
+/// A setting that could not be parsed or is out of range.
+///
+/// Displays as `--flag: message`, or just the message when no single flag is at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingsError {
+    /// The flag at fault (`"--threads"`), or `""` for errors argh reports itself (unknown flag,
+    /// missing value). [`Settings::from_args`] uses `"--help"` to hand back the help text.
+    pub flag: String,
+    /// What is wrong (`"must be between 1 and 4096, got 0"`), or the help text.
+    pub message: String,
+}
+
+impl SettingsError {
+    fn new(flag: &str, message: impl Into<String>) -> SettingsError {
+        SettingsError {
+            flag: flag.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// Whether this is `--help` being asked for rather than an error; `message` is the help.
+    pub fn is_help(&self) -> bool {
+        self.flag == "--help"
+    }
+}
+
+impl fmt::Display for SettingsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.flag.is_empty() || self.is_help() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.flag, self.message)
+        }
+    }
+}
+
+impl std::error::Error for SettingsError {}
+
+impl Settings {
+    /// Queue length: `backlog`, or 2 × `threads` when unset.
+    pub fn effective_backlog(&self) -> usize {
+        self.backlog.unwrap_or(self.threads.saturating_mul(2))
+    }
+
+    /// Abandoned threads tolerated before readiness fails: `max_abandoned`, or `threads`.
+    pub fn effective_max_abandoned(&self) -> usize {
+        self.max_abandoned.unwrap_or(self.threads)
+    }
+
+    /// Checks every value against its range, and the settings against each other. The error
+    /// names the flag: `--threads: must be between 1 and 4096, got 0`. [`Settings::from_args`]
+    /// runs it too.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        self.check_ranges()?;
+        if let Some(admin) = self.admin_bind {
+            if admin == self.bind && admin.port() != 0 {
+                return Err(SettingsError::new(
+                    "--admin-bind",
+                    format!("must differ from --bind, both are {admin}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Valid but incoherent combinations, worded for a startup `warn!` (like Gunicorn's
+    /// `check_config`). Empty when all is well.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let show = |d: &Duration| show_duration(d);
+        if self.cancel_grace >= self.timeout {
+            warnings.push(format!(
+                "--cancel-grace {} is not below --timeout {}: a hung handler keeps its thread \
+                 longer than a request's whole time budget",
+                show(&self.cancel_grace),
+                show(&self.timeout)
+            ));
+        }
+        if self.graceful_timeout < self.timeout {
+            warnings.push(format!(
+                "--graceful-timeout {} is below --timeout {}: at shutdown, requests may be \
+                 cancelled before their own deadline",
+                show(&self.graceful_timeout),
+                show(&self.timeout)
+            ));
+        }
+        if self.watchdog_tick.saturating_mul(10) > self.timeout {
+            warnings.push(format!(
+                "--watchdog-tick {} is coarse for --timeout {}: a 504 may come up to one tick late",
+                show(&self.watchdog_tick),
+                show(&self.timeout)
+            ));
+        }
+        if self.max_requests == 0 && self.max_requests_jitter > 0 {
+            warnings.push(format!(
+                "--max-requests-jitter {} has no effect while --max-requests is 0 (off)",
+                self.max_requests_jitter
+            ));
+        }
+        for (flag, value) in [
+            ("--limit-request-line", self.limit_request_line),
+            ("--limit-request-field-size", self.limit_request_field_size),
+        ] {
+            if value > self.limit_request_head {
+                warnings.push(format!(
+                    "{flag} {value} exceeds --limit-request-head {}, which applies first (431)",
+                    self.limit_request_head
+                ));
+            }
+        }
+        warnings
+    }
+
+    /// Parses command-line arguments (without the program name): defaults, overridden by the
+    /// flags given, then [`validate`](Settings::validate)d. `--flag=value` is accepted too.
+    ///
+    /// An unknown flag or a bad value is an error naming the flag; `--help` is an error for
+    /// which [`SettingsError::is_help`] holds and whose `message` is the help text.
+    pub fn from_args(args: &[&str]) -> Result<Settings, SettingsError> {
+        let mut split = Vec::with_capacity(args.len());
+        let mut flags_done = false;
+        for &arg in args {
+            flags_done |= arg == "--";
+            match arg.split_once('=') {
+                Some((flag, value)) if !flags_done && flag.starts_with("--") => {
+                    split.extend([flag, value])
+                }
+                _ => split.push(arg),
+            }
+        }
+        let cli = <Cli as argh::FromArgs>::from_args(&["vigil"], &split).map_err(|exit| {
+            if exit.status.is_ok() {
+                SettingsError::new("--help", help_text(&exit.output))
+            } else {
+                SettingsError::new("", exit.output.trim_end())
+            }
+        })?;
+        Settings::try_from(cli)
+    }
+
+    /// For `main`: parses the process's arguments. On `--help`, prints the help to stdout and
+    /// exits with 0; on an error, prints `vigil: <error>` and a hint to stderr and exits with 2.
+    pub fn from_env_args_or_exit() -> Settings {
+        let args: Result<Vec<String>, _> = std::env::args_os()
+            .skip(1)
+            .map(|a| a.into_string())
+            .collect();
+        let result = match &args {
+            Ok(args) => Settings::from_args(&args.iter().map(String::as_str).collect::<Vec<_>>()),
+            Err(bad) => Err(SettingsError::new(
+                "",
+                format!("argument {bad:?} is not valid UTF-8"),
+            )),
+        };
+        match result {
+            Ok(settings) => settings,
+            Err(help) if help.is_help() => {
+                print!("{}", help.message);
+                std::process::exit(0)
+            }
+            Err(err) => {
+                eprintln!("vigil: {err}\nRun `vigil --help` for the list of flags.");
+                std::process::exit(2)
+            }
+        }
+    }
+
+    /// The reference page of every setting, as Markdown: value formats, then a table of flag,
+    /// value (format and range), default and description. `docs/settings.md` is this text; the
+    /// table can be pasted into a README as is.
+    pub fn docs_markdown() -> String {
+        let mut md = String::from(
+            "# Settings\n\
+             \n\
+             <!-- Generated by `Settings::docs_markdown()` from the table in src/settings.rs; \
+             do not edit. Regenerate with `VIGIL_BLESS=1 cargo test --lib settings`. -->\n\
+             \n\
+             Every setting is a command-line flag of `vigil` and a field of `vigil::Settings` \
+             with a chainable setter of the same name (`Settings::default().threads(8)`). \
+             Values are checked at startup: an invalid one stops the server with an error \
+             naming the flag, and incoherent combinations are logged as warnings.\n\
+             \n",
+        );
+        md.push_str(FORMATS_MD);
+        md.push_str("\n| Flag | Value | Default | Description |\n|---|---|---|---|\n");
+        for row in Settings::rows() {
+            md.push_str(&format!(
+                "| `{}` | {} | {} | {} |\n",
+                row.flag,
+                row.value(),
+                row.default,
+                sentence(row.doc).replace('|', "\\|")
+            ));
+        }
+        md
+    }
+}
+
+/// The value formats, for the docs page.
+const FORMATS_MD: &str = "\
+- **duration**: seconds (`2`, `1.5`) or a number with a unit: `250us`, `500ms`, `2s`, `1m`, \
+`1h`. Negative values are rejected.
+- **size**: bytes (`1048576`) or a number with a binary multiple `k`, `m`, `g`, `t` \
+(case-insensitive, optional `b`/`ib` suffix): `64k`, `10m`, `10MiB`, `1g`.
+";
+
+/// One setting as the docs and `--help` show it.
+struct Row {
+    flag: String,
+    format: &'static str,
+    accepted: String,
+    default: String,
+    doc: &'static str,
+}
+
+impl Row {
+    /// Format and accepted range: `integer, 1 to 4096`.
+    fn value(&self) -> String {
+        match self.accepted.as_str() {
+            "" => self.format.to_string(),
+            accepted => format!("{}, {accepted}", self.format),
+        }
+    }
+}
+
+/// argh's help with a short usage line, followed by every default and value format.
+fn help_text(argh_help: &str) -> String {
+    // argh's usage line lists every flag; the options below already do.
+    let options = argh_help
+        .split_once("\n\n")
+        .map_or(argh_help, |(_usage, rest)| rest);
+    let mut help = format!(
+        "Usage: vigil [options]\n\n{}\n\nDefaults and values:\n",
+        options.trim_end()
+    );
+    let rows: Vec<[String; 3]> = Settings::rows()
+        .into_iter()
+        .map(|row| [row.value(), row.flag, row.default].map(|cell| cell.replace('`', "")))
+        .collect();
+    let width = |i: usize| {
+        rows.iter()
+            .map(|row| row[i].chars().count())
+            .max()
+            .unwrap_or(0)
+    };
+    let (flag_width, default_width) = (width(1), width(2));
+    for [value, flag, default] in &rows {
+        help.push_str(&format!(
+            "  {flag:flag_width$}  {default:default_width$}  {value}\n"
+        ));
+    }
+    help.push_str(
+        "\nDurations: 2 (seconds), 1.5, 250us, 500ms, 2s, 1m, 1h.\n\
+         Sizes: 1048576, 64k, 10m, 10MiB, 1g (binary multiples, case-insensitive).\n",
+    );
+    help
+}
+
+/// A doc comment as a sentence: lines joined, first letter capitalized.
+fn sentence(doc: &str) -> String {
+    let doc = doc.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut chars = doc.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => doc,
+    }
+}
+
+/// The flag of a field: `max_body` → `--max-body`.
+fn flag(field: &str) -> String {
+    format!("--{}", field.replace('_', "-"))
+}
+
+/// A CLI field's text, if the flag was given (a switch that is on reads as `"on"`).
+trait Given {
+    fn given(&self) -> Option<&str>;
+}
+
+impl Given for Option<String> {
+    fn given(&self) -> Option<&str> {
+        self.as_deref()
+    }
+}
+
+impl Given for bool {
+    fn given(&self) -> Option<&str> {
+        self.then_some("on")
+    }
+}
+
+// ---- Value kinds: how each type is written on the command line and shown in the docs ----
+
+/// How a setting's value is written on the command line and shown in the docs.
+struct Kind<T> {
+    /// What the value looks like, for the docs.
+    format: &'static str,
+    parse: fn(&str) -> Result<T, String>,
+    show: fn(&T) -> String,
+}
+
+const ADDR: Kind<SocketAddr> = Kind {
+    format: "`host:port`",
+    parse: parse_addr,
+    show: |addr| addr.to_string(),
+};
+const ADDR_OR_OFF: Kind<Option<SocketAddr>> = Kind {
+    format: "`host:port` or `off`",
+    parse: |s| {
+        if s.trim().eq_ignore_ascii_case("off") {
+            Ok(None)
+        } else {
+            parse_addr(s).map(Some)
+        }
+    },
+    show: |addr| addr.map_or("off".to_string(), |a| a.to_string()),
+};
+const INT: Kind<usize> = Kind {
+    format: "integer",
+    parse: parse_int,
+    show: usize::to_string,
+};
+const INT64: Kind<u64> = Kind {
+    format: "integer",
+    parse: parse_int,
+    show: u64::to_string,
+};
+const INT_OR_AUTO: Kind<Option<usize>> = Kind {
+    format: "integer or `auto`",
+    parse: |s| {
+        if s.trim().eq_ignore_ascii_case("auto") {
+            Ok(None)
+        } else {
+            parse_int(s).map(Some)
+        }
+    },
+    show: |n| n.map_or("auto".to_string(), |n| n.to_string()),
+};
+const BYTES: Kind<usize> = Kind {
+    format: "size",
+    parse: |s| {
+        parse_size(s)?
+            .try_into()
+            .map_err(|_| format!("size {s:?} is too large"))
+    },
+    show: |&n| show_size(n as u64),
+};
+const SIZE: Kind<u64> = Kind {
+    format: "size",
+    parse: parse_size,
+    show: |&n| show_size(n),
+};
+const DURATION: Kind<Duration> = Kind {
+    format: "duration",
+    parse: parse_duration,
+    show: show_duration,
+};
+const LOG_FORMAT: Kind<LogFormat> = Kind {
+    format: "`text` or `json`",
+    parse: LogFormat::from_str,
+    show: LogFormat::to_string,
+};
+const SWITCH: Kind<bool> = Kind {
+    format: "switch (no value)",
+    parse: |s| match s {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        _ => Err(format!("expected `on` or `off`, got {s:?}")),
+    },
+    show: |&on| String::from(if on { "on" } else { "off" }),
+};
+
+fn parse_int<T: FromStr>(s: &str) -> Result<T, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| format!("expected a non-negative integer, got {s:?}"))
+}
+
+/// `127.0.0.1:8080`, `[::1]:8080`, `0.0.0.0:80`, or `localhost:8080`.
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Some(port) = s.strip_prefix("localhost:") {
+        if let Ok(port) = port.parse() {
+            return Ok(loopback(port));
+        }
+    }
+    s.parse()
+        .map_err(|_| format!("expected host:port like 127.0.0.1:8080 or [::1]:8080, got {s:?}"))
+}
+
+// ---- Accepted values: a range that words its own error and its line in the docs ----
+
+/// A check on one setting's value.
+trait Rule<V> {
+    /// `Err("must be ≥ 1, got 0")` when `value` is not accepted.
+    fn test(&self, value: &V, show: &dyn Fn(&V) -> String) -> Result<(), String>;
+    /// The accepted values for the docs (`"1 to 4096"`), or `""` for any.
+    fn describe(&self, show: &dyn Fn(&V) -> String) -> String;
+}
+
+/// Any value is accepted.
+struct Any;
+
+/// A range of accepted values.
+enum Accept<T> {
+    /// `value ≥ min`.
+    AtLeast(T),
+    /// `value > min`.
+    Above(T),
+    /// `min ≤ value ≤ max`.
+    Between(T, T),
+}
+use Accept::*;
+
+/// For an optional setting: unset is accepted, a set value must be in the range.
+struct IfSet<T>(Accept<T>);
+
+impl<V> Rule<V> for Any {
+    fn test(&self, _: &V, _: &dyn Fn(&V) -> String) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn describe(&self, _: &dyn Fn(&V) -> String) -> String {
+        String::new()
+    }
+}
+
+impl<T: PartialOrd> Rule<T> for Accept<T> {
+    fn test(&self, value: &T, show: &dyn Fn(&T) -> String) -> Result<(), String> {
+        let ok = match self {
+            AtLeast(min) => value >= min,
+            Above(min) => value > min,
+            Between(min, max) => min <= value && value <= max,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("must be {}, got {}", self.words(show), show(value)))
+        }
+    }
+
+    fn describe(&self, show: &dyn Fn(&T) -> String) -> String {
+        match self {
+            Between(min, max) => format!("{} to {}", show(min), show(max)),
+            _ => self.words(show),
+        }
+    }
+}
+
+impl<T> Accept<T> {
+    fn words(&self, show: &dyn Fn(&T) -> String) -> String {
+        match self {
+            AtLeast(min) => format!("≥ {}", show(min)),
+            Above(min) => format!("> {}", show(min)),
+            Between(min, max) => format!("between {} and {}", show(min), show(max)),
+        }
+    }
+}
+
+impl<T: PartialOrd + Clone> Rule<Option<T>> for IfSet<T> {
+    fn test(&self, value: &Option<T>, show: &dyn Fn(&Option<T>) -> String) -> Result<(), String> {
+        match value {
+            Some(value) => self.0.test(value, &|v: &T| show(&Some(v.clone()))),
+            None => Ok(()),
+        }
+    }
+
+    fn describe(&self, show: &dyn Fn(&Option<T>) -> String) -> String {
+        self.0.describe(&|v: &T| show(&Some(v.clone())))
+    }
+}
+
+// ---- Defaults ----
+
+const MIB: u64 = 1 << 20;
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+/// 4 × the available parallelism, within the accepted 1..=4096.
+fn default_threads() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cpus.saturating_mul(4).clamp(1, 4096)
+}
+
+const fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+const fn millis(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+// ---- Durations and sizes ----
+
+const NANOS_PER_SEC: u128 = 1_000_000_000;
+
+/// Parses a duration: seconds (`2`, `1.5`) or a number with a unit: `ns`, `us` (`µs`), `ms`,
+/// `s`, `m` (`min`), `h`. Negative numbers, exponents, `NaN`, empty and unknown units are
+/// rejected; precision is exact to the nanosecond.
+///
+/// ```
+/// use std::time::Duration;
+/// use vigil::parse_duration;
+///
+/// assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+/// assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+/// assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+/// assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+/// assert!(parse_duration("-1s").is_err());
+/// ```
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration {s:?} (expected e.g. 2, 1.5, 500ms, 2s, 1m, 1h)");
+    let (number, unit) = split_number(s);
+    let unit_nanos: u128 = match unit {
+        "ns" => 1,
+        "us" | "µs" => 1_000,
+        "ms" => 1_000_000,
+        "" | "s" => NANOS_PER_SEC,
+        "m" | "min" => 60 * NANOS_PER_SEC,
+        "h" => 3600 * NANOS_PER_SEC,
+        _ => return Err(bad()),
+    };
+    let nanos = scale(number, unit_nanos).ok_or_else(bad)?;
+    let secs =
+        u64::try_from(nanos / NANOS_PER_SEC).map_err(|_| format!("duration {s:?} is too long"))?;
+    Ok(Duration::new(secs, (nanos % NANOS_PER_SEC) as u32))
+}
+
+/// Parses a size in bytes: a number (`1048576`, `1.5`) with an optional binary multiple `k`,
+/// `m`, `g`, `t` (case-insensitive, optionally followed by `b` or `ib`): `64k`, `10m`, `10MiB`,
+/// `1g`, `512b`. Fractions round down to a whole byte.
+///
+/// ```
+/// use vigil::parse_size;
+///
+/// assert_eq!(parse_size("64k"), Ok(64 * 1024));
+/// assert_eq!(parse_size("10MiB"), Ok(10 << 20));
+/// assert!(parse_size("10 apples").is_err());
+/// ```
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let bad = || format!("invalid size {s:?} (expected e.g. 1048576, 64k, 10m, 10MiB, 1g)");
+    let (number, unit) = split_number(s);
+    let shift = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(bad()),
+    };
+    let bytes = scale(number, 1 << shift).ok_or_else(bad)?;
+    u64::try_from(bytes).map_err(|_| format!("size {s:?} is too large"))
+}
+
+/// Splits `" 1.5 ms "` into `("1.5", "ms")`.
+fn split_number(s: &str) -> (&str, &str) {
+    let s = s.trim();
+    let end = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    (&s[..end], s[end..].trim_start())
+}
+
+/// `number × unit`, rounded down, for a plain decimal `number` (`2`, `1.5`; not `.5` or `1.`).
+fn scale(number: &str, unit: u128) -> Option<u128> {
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    let is_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !is_digits(whole) || !(fraction.is_empty() || is_digits(fraction)) || number.ends_with('.') {
+        return None;
+    }
+    let mut total = whole.parse::<u128>().ok()?.checked_mul(unit)?;
+    if !fraction.is_empty() {
+        // Digits beyond 18 cannot change the result for units up to 2^40 or an hour in ns.
+        let fraction = &fraction[..fraction.len().min(18)];
+        let digits: u128 = fraction.parse().ok()?;
+        total = total.checked_add(digits * unit / 10u128.pow(fraction.len() as u32))?;
+    }
+    Some(total)
+}
+
+/// The shortest exact form in the largest unit: `30s`, `10ms`, `1500ms`, `1m`, `0s`.
+fn show_duration(d: &Duration) -> String {
+    let nanos = d.as_nanos();
+    if nanos == 0 {
+        return "0s".to_string();
+    }
+    let units: [(&str, u128); 6] = [
+        ("h", 3600 * NANOS_PER_SEC),
+        ("m", 60 * NANOS_PER_SEC),
+        ("s", NANOS_PER_SEC),
+        ("ms", 1_000_000),
+        ("us", 1_000),
+        ("ns", 1),
+    ];
+    let (unit, size) = units
+        .into_iter()
+        .find(|&(_, size)| nanos.is_multiple_of(size))
+        .unwrap_or(("ns", 1));
+    format!("{}{unit}", nanos / size)
+}
+
+/// Bytes in the largest exact binary multiple: `8190`, `64KiB`, `10MiB`.
+fn show_size(bytes: u64) -> String {
+    for (unit, shift) in [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+        if bytes != 0 && bytes.is_multiple_of(1 << shift) {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn durations_parse_seconds_fractions_and_units() {
+        for (text, want) in [
+            ("2", secs(2)),
+            ("1.5", ms(1500)),
+            ("0", Duration::ZERO),
+            ("500ms", ms(500)),
+            ("2s", secs(2)),
+            ("1m", secs(60)),
+            ("1h", secs(3600)),
+            ("250us", Duration::from_micros(250)),
+            ("1.5ms", Duration::from_micros(1500)),
+            ("7ns", Duration::from_nanos(7)),
+            (" 3 s ", secs(3)),
+            ("0.000000001", Duration::from_nanos(1)),
+        ] {
+            assert_eq!(parse_duration(text), Ok(want), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn durations_reject_garbage() {
+        for text in [
+            "",
+            " ",
+            "-1",
+            "-1s",
+            "NaN",
+            "inf",
+            "1e3",
+            "s",
+            "1.",
+            ".5",
+            "1.2.3",
+            "5 parsecs",
+            "1S",
+            "99999999999999999999999h",
+            "2s3",
+        ] {
+            assert!(parse_duration(text).is_err(), "{text:?} was accepted");
+        }
+        let message = parse_duration("soon").unwrap_err();
+        assert!(
+            message.contains("\"soon\"") && message.contains("500ms"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn durations_show_in_a_form_that_parses_back() {
+        for d in [
+            Duration::ZERO,
+            ms(10),
+            ms(1500),
+            secs(30),
+            secs(90),
+            secs(7200),
+            Duration::from_nanos(3),
+        ] {
+            assert_eq!(
+                parse_duration(&show_duration(&d)),
+                Ok(d),
+                "{}",
+                show_duration(&d)
+            );
+        }
+        assert_eq!(show_duration(&secs(60)), "1m");
+        assert_eq!(show_duration(&ms(1500)), "1500ms");
+    }
+
+    #[test]
+    fn sizes_parse_bytes_and_binary_multiples() {
+        for (text, want) in [
+            ("1048576", 1 << 20),
+            ("64k", 64 << 10),
+            ("64K", 64 << 10),
+            ("10m", 10 << 20),
+            ("10MiB", 10 << 20),
+            ("10mb", 10 << 20),
+            ("1g", 1 << 30),
+            ("2t", 2 << 40),
+            ("512b", 512),
+            ("1.5k", 1536),
+            ("0", 0),
+        ] {
+            assert_eq!(parse_size(text), Ok(want), "{text:?}");
+        }
+        for text in [
+            "",
+            "-1",
+            "k",
+            "10x",
+            "1e6",
+            "10 apples",
+            "99999999999t",
+            "1.k",
+            "10ib",
+        ] {
+            assert!(parse_size(text).is_err(), "{text:?} was accepted");
+        }
+        assert_eq!(show_size(10 << 20), "10MiB");
+        assert_eq!(show_size(8190), "8190");
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let s = Settings::default();
+        assert_eq!(s.bind, loopback(8080));
+        assert_eq!(s.admin_bind, Some(loopback(9181)));
+        assert_eq!(s.threads, default_threads());
+        assert_eq!(s.effective_backlog(), 2 * s.threads);
+        assert_eq!(s.effective_max_abandoned(), s.threads);
+        assert_eq!(
+            (s.timeout, s.cancel_grace, s.graceful_timeout),
+            (secs(30), secs(5), secs(30))
+        );
+        assert_eq!((s.keepalive, s.watchdog_tick), (secs(5), ms(10)));
+        assert_eq!(
+            (s.max_requests, s.max_requests_jitter, s.max_abandoned),
+            (0, 0, None)
+        );
+        assert_eq!(
+            (
+                s.limit_request_line,
+                s.limit_request_fields,
+                s.limit_request_field_size,
+                s.limit_request_head
+            ),
+            (8190, 100, 8190, 65536)
+        );
+        assert_eq!(s.max_body, 10 << 20);
+        assert_eq!(
+            (s.header_timeout, s.body_timeout, s.write_timeout),
+            (secs(10), secs(30), secs(30))
+        );
+        assert_eq!(s.max_connections, 10_000);
+        assert_eq!(s.log_format, LogFormat::Text);
+        assert!(!s.access_log);
+        assert_eq!(s.validate(), Ok(()));
+        assert_eq!(s.warnings(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn no_args_give_the_defaults() {
+        let parsed = Settings::from_args(&[]).unwrap();
+        assert_eq!(format!("{parsed:?}"), format!("{:?}", Settings::default()));
+    }
+
+    #[test]
+    fn setters_chain() {
+        let s = Settings::default()
+            .bind(loopback(0))
+            .admin_bind(None)
+            .threads(2)
+            .backlog(Some(7))
+            .timeout(secs(1))
+            .max_body(1024)
+            .log_format(LogFormat::Json)
+            .access_log(true);
+        assert_eq!((s.bind, s.admin_bind, s.threads), (loopback(0), None, 2));
+        assert_eq!(
+            (s.effective_backlog(), s.timeout, s.max_body),
+            (7, secs(1), 1024)
+        );
+        assert_eq!((s.log_format, s.access_log), (LogFormat::Json, true));
+        assert_eq!(s.effective_max_abandoned(), 2);
+    }
+
+    #[test]
+    fn flags_set_every_kind_of_value() {
+        let s = Settings::from_args(&[
+            "--bind",
+            "0.0.0.0:0",
+            "--threads",
+            "3",
+            "--backlog",
+            "9",
+            "--timeout",
+            "1.5",
+            "--max-body",
+            "64k",
+            "--limit-request-head",
+            "1m",
+            "--log-format",
+            "json",
+            "--access-log",
+            "--max-abandoned=5",
+            "--keepalive",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(s.bind, "0.0.0.0:0".parse().unwrap());
+        assert_eq!(
+            (s.threads, s.backlog, s.max_abandoned),
+            (3, Some(9), Some(5))
+        );
+        assert_eq!((s.timeout, s.keepalive), (ms(1500), Duration::ZERO));
+        assert_eq!((s.max_body, s.limit_request_head), (64 << 10, 1 << 20));
+        assert_eq!((s.log_format, s.access_log), (LogFormat::Json, true));
+    }
+
+    #[test]
+    fn admin_bind_off_disables_the_admin_listener() {
+        assert_eq!(
+            Settings::from_args(&["--admin-bind", "off"])
+                .unwrap()
+                .admin_bind,
+            None
+        );
+        let s = Settings::from_args(&["--admin-bind", "[::1]:9000"]).unwrap();
+        assert_eq!(s.admin_bind, Some("[::1]:9000".parse().unwrap()));
+    }
+
+    #[test]
+    fn threads_zero_is_an_error_naming_the_flag() {
+        let err = Settings::from_args(&["--threads", "0"]).unwrap_err();
+        assert_eq!(err.flag, "--threads");
+        assert_eq!(
+            err.to_string(),
+            "--threads: must be between 1 and 4096, got 0"
+        );
+        let err = Settings::default().threads(0).validate().unwrap_err();
+        assert_eq!(err.flag, "--threads");
+    }
+
+    #[test]
+    fn bad_values_are_errors_naming_the_flag() {
+        for (args, flag, words) in [
+            (&["--threads", "many"][..], "--threads", "integer"),
+            (&["--timeout", "0"], "--timeout", "must be > 0s, got 0s"),
+            (&["--timeout", "-1s"], "--timeout", "invalid duration"),
+            (
+                &["--watchdog-tick", "2s"],
+                "--watchdog-tick",
+                "between 1ms and 1s, got 2s",
+            ),
+            (
+                &["--limit-request-head", "32"],
+                "--limit-request-head",
+                "between 64 and 1MiB, got 32",
+            ),
+            (&["--max-body", "lots"], "--max-body", "invalid size"),
+            (&["--backlog", "0"], "--backlog", "must be ≥ 1, got 0"),
+            (&["--bind", "nowhere"], "--bind", "host:port"),
+            (&["--log-format", "xml"], "--log-format", "`text` or `json`"),
+            (&["--max-connections", "0"], "--max-connections", "≥ 1"),
+            (
+                &["--bind", "127.0.0.1:80", "--admin-bind", "127.0.0.1:80"],
+                "--admin-bind",
+                "differ",
+            ),
+        ] {
+            let err = Settings::from_args(args).unwrap_err();
+            assert_eq!(err.flag, flag, "{args:?}: {err}");
+            assert!(err.message.contains(words), "{args:?}: {err}");
+            assert!(err.to_string().starts_with(&format!("{flag}: ")), "{err}");
+        }
+    }
+
+    #[test]
+    fn unknown_flag_is_an_error() {
+        let err = Settings::from_args(&["--thraeds", "4"]).unwrap_err();
+        assert_eq!(err.flag, "");
+        assert!(err.message.contains("--thraeds"), "{err}");
+        assert!(!err.is_help());
+        let err = Settings::from_args(&["--threads"]).unwrap_err();
+        assert!(err.message.contains("--threads"), "{err}");
+    }
+
+    #[test]
+    fn help_lists_every_flag_with_its_default() {
+        let help = Settings::from_args(&["--help"]).unwrap_err();
+        assert!(help.is_help());
+        for row in Settings::rows() {
+            assert!(
+                help.message.contains(&format!("{} ", row.flag)),
+                "{} missing",
+                row.flag
+            );
+        }
+        assert!(help.message.contains("4 × CPUs") && help.message.contains("127.0.0.1:8080"));
+    }
+
+    #[test]
+    fn documented_defaults_parse_back() {
+        assert_eq!(
+            Settings::defaults_not_round_tripping(),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn incoherent_settings_warn() {
+        let s = Settings::default()
+            .timeout(secs(2))
+            .cancel_grace(secs(3))
+            .max_requests_jitter(5);
+        let warnings = s.warnings();
+        assert!(
+            warnings.iter().any(|w| w.starts_with("--cancel-grace 3s")),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.starts_with("--max-requests-jitter")),
+            "{warnings:?}"
+        );
+        let s = Settings::default()
+            .graceful_timeout(secs(1))
+            .limit_request_head(1024);
+        let warnings = s.warnings();
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.starts_with("--graceful-timeout 1s")),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.starts_with("--limit-request-line")),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn docs_settings_md_is_up_to_date() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/settings.md");
+        let want = Settings::docs_markdown();
+        if std::env::var_os("VIGIL_BLESS").is_some_and(|v| v == "1") {
+            std::fs::write(&path, &want).unwrap();
+            return;
+        }
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            have == want,
+            "{} is stale: regenerate it with `VIGIL_BLESS=1 cargo test --lib settings`",
+            path.display()
+        );
+    }
+
+    #[test]
+    fn docs_have_one_row_per_setting() {
+        let md = Settings::docs_markdown();
+        for row in Settings::rows() {
+            assert!(md.contains(&format!("| `{}` |", row.flag)), "{}", row.flag);
+        }
+        assert!(
+            md.contains("| `--threads` | integer, 1 to 4096 | 4 × CPUs |"),
+            "{md}"
+        );
+        assert!(md.contains("| `--max-body` | size | `10MiB` |"), "{md}");
+    }
+}

@@ -1,0 +1,427 @@
+//! The application: routes (method + path pattern) with per-route timeout options, and handlers.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::ctx::{Cancelled, Ctx};
+use crate::request::Request;
+use crate::response::Response;
+
+/// An error a handler can return with `?`; it becomes a response with its status and message.
+///
+/// ```
+/// use vigil::{Error, Response};
+/// let e = Error::new(422, "quantity must be positive");
+/// assert_eq!(e.status(), 422);
+/// let from_cancel: Error = vigil::Cancelled.into();
+/// assert_eq!(from_cancel.status(), 504);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Error {
+    status: u16,
+    message: String,
+}
+
+impl Error {
+    /// An error answered with `status` and a short text body.
+    pub fn new(status: u16, message: impl Into<String>) -> Self {
+        Error { status, message: message.into() }
+    }
+
+    /// The status the client gets.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The message (the response body).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status, self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<Cancelled> for Error {
+    fn from(_: Cancelled) -> Self {
+        Error::new(504, "request cancelled")
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::new(500, e.to_string())
+    }
+}
+
+/// What a handler may return: a [`Response`], or a `Result` whose error converts to [`Error`].
+///
+/// ```
+/// use vigil::{IntoResponse, Response};
+/// let ok: Result<Response, vigil::Cancelled> = Err(vigil::Cancelled);
+/// assert_eq!(ok.into_response().status(), 504);
+/// assert_eq!("hi".into_response().body(), b"hi");
+/// ```
+pub trait IntoResponse {
+    /// Converts into the response sent to the client.
+    fn into_response(self) -> Response;
+}
+
+impl IntoResponse for Response {
+    fn into_response(self) -> Response {
+        self
+    }
+}
+
+impl IntoResponse for &'static str {
+    fn into_response(self) -> Response {
+        Response::text(self)
+    }
+}
+
+impl IntoResponse for String {
+    fn into_response(self) -> Response {
+        Response::text(self)
+    }
+}
+
+impl<T: IntoResponse, E: Into<Error>> IntoResponse for Result<T, E> {
+    fn into_response(self) -> Response {
+        match self {
+            Ok(r) => r.into_response(),
+            Err(e) => {
+                let e: Error = e.into();
+                Response::error(e.status, &e.message)
+            }
+        }
+    }
+}
+
+/// A request handler. Implemented for every `Fn(&Request, &Ctx) -> impl IntoResponse` that is
+/// `Send + Sync + 'static`. Handlers run on the worker pool's OS threads, never on a coroutine, so
+/// they may block.
+///
+/// ```
+/// use vigil::{Ctx, Handler, Request, Response};
+/// fn hello(_req: &Request, _ctx: &Ctx) -> Response { Response::text("hello") }
+/// let h: Box<dyn Handler> = Box::new(hello);
+/// let ctx = Ctx::detached(std::time::Duration::from_secs(1));
+/// assert_eq!(h.call(&Request::builder("GET", "/").build(), &ctx).body(), b"hello");
+/// ```
+pub trait Handler: Send + Sync + 'static {
+    /// Handles one request.
+    fn call(&self, req: &Request, ctx: &Ctx) -> Response;
+}
+
+impl<F, R> Handler for F
+where
+    F: Fn(&Request, &Ctx) -> R + Send + Sync + 'static,
+    R: IntoResponse,
+{
+    fn call(&self, req: &Request, ctx: &Ctx) -> Response {
+        self(req, ctx).into_response()
+    }
+}
+
+/// Per-route timing options.
+///
+/// ```
+/// use std::time::Duration;
+/// use vigil::RouteOptions;
+/// // A report that may run 5 minutes as long as it reports progress at least every 2 seconds.
+/// let opts = RouteOptions::new()
+///     .timeout(Duration::from_secs(300))
+///     .exceed_default(true)
+///     .stall_timeout(Duration::from_secs(2));
+/// assert_eq!(opts.get_timeout(), Some(Duration::from_secs(300)));
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RouteOptions {
+    timeout: Option<Duration>,
+    stall_timeout: Option<Duration>,
+    exceed_default: bool,
+}
+
+impl RouteOptions {
+    /// The defaults: the server's `--timeout`, no stall detection.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The absolute ceiling for this route. Longer than the server's `--timeout` only with
+    /// [`exceed_default`](RouteOptions::exceed_default); otherwise it is capped (with a warning).
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = Some(d);
+        self
+    }
+
+    /// The request counts as hung when it has reported no [`Ctx::progress`] for this long.
+    pub fn stall_timeout(mut self, d: Duration) -> Self {
+        self.stall_timeout = Some(d);
+        self
+    }
+
+    /// Allows [`timeout`](RouteOptions::timeout) to exceed the server's default.
+    pub fn exceed_default(mut self, yes: bool) -> Self {
+        self.exceed_default = yes;
+        self
+    }
+
+    /// The configured ceiling, if any.
+    pub fn get_timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// The configured stall timeout, if any.
+    pub fn get_stall_timeout(&self) -> Option<Duration> {
+        self.stall_timeout
+    }
+
+    /// The ceiling this route really gets under a server default of `default`.
+    pub(crate) fn effective_timeout(&self, default: Duration) -> Duration {
+        match self.timeout {
+            Some(t) if t > default && !self.exceed_default => default,
+            Some(t) => t,
+            None => default,
+        }
+    }
+}
+
+pub(crate) struct Route {
+    pub method: String,
+    pub pattern: String,
+    segments: Vec<Segment>,
+    pub options: RouteOptions,
+    pub handler: Box<dyn Handler>,
+}
+
+enum Segment {
+    Literal(String),
+    Param(String),
+    /// `*name`: the rest of the path.
+    Rest(String),
+}
+
+/// What routing found for a method and path.
+pub(crate) enum Routed {
+    Found { route: usize, params: Vec<(Box<str>, Box<str>)> },
+    /// The path exists under other methods (for 405 with `Allow`).
+    MethodNotAllowed(String),
+    NotFound,
+}
+
+/// An application: a table of routes. Patterns are literal segments, `:name` parameters and a
+/// final `*name` capturing the rest of the path. Static routes are found by one hash lookup.
+///
+/// ```
+/// use std::time::Duration;
+/// use vigil::{App, Response, RouteOptions};
+///
+/// let app = App::new()
+///     .get("/", |_req, _ctx| Response::text("hello"))
+///     .get("/items/:id", |req, _ctx| Response::text(format!("item {}", req.param("id").unwrap())))
+///     .route("POST", "/import", RouteOptions::new().timeout(Duration::from_secs(5)), |req, _ctx| {
+///         Response::text(format!("{} bytes", req.body().len()))
+///     });
+/// assert_eq!(app.len(), 3);
+/// ```
+#[derive(Default)]
+pub struct App {
+    routes: Vec<Route>,
+    /// Static routes by path, then method: one hash lookup with a borrowed `&str`.
+    exact: HashMap<String, Vec<(String, usize)>>,
+}
+
+impl App {
+    /// An empty app (every path answers 404).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a `GET` route (it also answers `HEAD`) with default options.
+    pub fn get(self, pattern: &str, h: impl Handler) -> Self {
+        self.route("GET", pattern, RouteOptions::new(), h)
+    }
+
+    /// Adds a `POST` route with default options.
+    pub fn post(self, pattern: &str, h: impl Handler) -> Self {
+        self.route("POST", pattern, RouteOptions::new(), h)
+    }
+
+    /// Adds a `PUT` route with default options.
+    pub fn put(self, pattern: &str, h: impl Handler) -> Self {
+        self.route("PUT", pattern, RouteOptions::new(), h)
+    }
+
+    /// Adds a `DELETE` route with default options.
+    pub fn delete(self, pattern: &str, h: impl Handler) -> Self {
+        self.route("DELETE", pattern, RouteOptions::new(), h)
+    }
+
+    /// Adds a route for `method` and `pattern` with its own options.
+    pub fn route(mut self, method: &str, pattern: &str, options: RouteOptions, h: impl Handler) -> Self {
+        let segments: Vec<Segment> = pattern
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(|s| match s.as_bytes()[0] {
+                b':' => Segment::Param(s[1..].to_string()),
+                b'*' => Segment::Rest(s[1..].to_string()),
+                _ => Segment::Literal(s.to_string()),
+            })
+            .collect();
+        let idx = self.routes.len();
+        if segments.iter().all(|s| matches!(s, Segment::Literal(_))) {
+            self.exact.entry(normalize(pattern).to_string()).or_default().push((method.to_ascii_uppercase(), idx));
+        }
+        self.routes.push(Route {
+            method: method.to_ascii_uppercase(),
+            pattern: pattern.to_string(),
+            segments,
+            options,
+            handler: Box::new(h),
+        });
+        self
+    }
+
+    /// Number of routes.
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// `true` when the app has no routes.
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    pub(crate) fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// The route's pattern, or "unmatched" (the metrics label for requests that matched none).
+    pub(crate) fn route_name(&self, idx: usize) -> &str {
+        self.routes.get(idx).map_or("unmatched", |r| &r.pattern)
+    }
+
+    pub(crate) fn find(&self, method: &str, path: &str) -> Routed {
+        let lookup_method = if method == "HEAD" { "GET" } else { method };
+        let path = normalize(path);
+        // Fast path: a static route, one hash lookup (no allocation for the common methods).
+        if let Some(methods) = self.exact.get(path) {
+            if let Some(&(_, i)) = methods.iter().find(|(m, _)| m == lookup_method) {
+                return Routed::Found { route: i, params: Vec::new() };
+            }
+        }
+        let mut allowed: Vec<&str> = Vec::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            if let Some(params) = r.matches(path) {
+                if r.method == lookup_method {
+                    return Routed::Found { route: i, params };
+                }
+                if !allowed.contains(&r.method.as_str()) {
+                    allowed.push(&r.method);
+                }
+            }
+        }
+        if allowed.is_empty() {
+            Routed::NotFound
+        } else {
+            if allowed.contains(&"GET") {
+                allowed.push("HEAD");
+            }
+            Routed::MethodNotAllowed(allowed.join(", "))
+        }
+    }
+}
+
+impl Route {
+    fn matches(&self, path: &str) -> Option<Vec<(Box<str>, Box<str>)>> {
+        let mut params = Vec::new();
+        let mut parts = path.split('/').filter(|s| !s.is_empty());
+        for seg in &self.segments {
+            match seg {
+                Segment::Literal(l) => {
+                    if parts.next()? != l {
+                        return None;
+                    }
+                }
+                Segment::Param(name) => params.push((name.as_str().into(), parts.next()?.into())),
+                Segment::Rest(name) => {
+                    let rest: Vec<&str> = parts.by_ref().collect();
+                    params.push((name.as_str().into(), rest.join("/").into()));
+                }
+            }
+        }
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(params)
+    }
+}
+
+/// `/a/` and `/a` route alike; `/` stays `/`.
+fn normalize(path: &str) -> &str {
+    if path.len() > 1 {
+        path.trim_end_matches('/')
+    } else {
+        path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app() -> App {
+        App::new()
+            .get("/", |_: &Request, _: &Ctx| "root")
+            .get("/items/:id", |_: &Request, _: &Ctx| "item")
+            .post("/items", |_: &Request, _: &Ctx| "new")
+            .get("/files/*rest", |_: &Request, _: &Ctx| "file")
+    }
+
+    fn found(r: Routed) -> (usize, Vec<(Box<str>, Box<str>)>) {
+        match r {
+            Routed::Found { route, params } => (route, params),
+            _ => panic!("not found"),
+        }
+    }
+
+    #[test]
+    fn static_and_param_routes_match() {
+        let a = app();
+        assert_eq!(found(a.find("GET", "/")).0, 0);
+        let (i, p) = found(a.find("GET", "/items/42"));
+        assert_eq!(i, 1);
+        assert_eq!(&*p[0].1, "42");
+        assert_eq!(found(a.find("HEAD", "/items/42")).0, 1);
+        let (_, p) = found(a.find("GET", "/files/a/b.txt"));
+        assert_eq!(&*p[0].1, "a/b.txt");
+    }
+
+    #[test]
+    fn wrong_method_lists_allowed_ones() {
+        match app().find("DELETE", "/items") {
+            Routed::MethodNotAllowed(allow) => assert_eq!(allow, "POST"),
+            _ => panic!("expected 405"),
+        }
+    }
+
+    #[test]
+    fn unknown_path_is_not_found() {
+        assert!(matches!(app().find("GET", "/nope/x/y"), Routed::NotFound));
+    }
+
+    #[test]
+    fn route_timeout_is_capped_unless_allowed() {
+        let d = Duration::from_secs(30);
+        assert_eq!(RouteOptions::new().timeout(Duration::from_secs(60)).effective_timeout(d), d);
+        let long = RouteOptions::new().timeout(Duration::from_secs(60)).exceed_default(true);
+        assert_eq!(long.effective_timeout(d), Duration::from_secs(60));
+        assert_eq!(RouteOptions::new().effective_timeout(d), d);
+    }
+}

@@ -1,0 +1,469 @@
+//! One connection coroutine: read a head, frame the body, hand the request to the pool, wait for
+//! the one answer (the handler's, or the watchdog's 504), write it, repeat while keep-alive.
+//!
+//! Everything here is non-blocking for the scheduler: socket reads and writes park the
+//! coroutine (with may's per-socket timeouts), the queue is fed with `try_send`, and the reply
+//! arrives on a may channel. Buffers live on the heap and are reused for the whole connection.
+//!
+//! Every failure that can still be answered is answered (a 4xx/5xx with a short body and
+//! `Connection: close`); the connection then closes gracefully (write side first, then the rest
+//! of the client's bytes are drained for a moment) so the answer is not lost to a reset.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::*;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use may::net::TcpStream;
+
+use crate::app::Routed;
+use crate::dispatch::SubmitError;
+use crate::metrics::Rejected;
+use crate::parse::{parse_head, ChunkedDecoder, Framing as BodyFraming, Head, ParseError};
+use crate::platform::PeerProbe;
+use crate::request::Request;
+use crate::response::{encode, Framing, Response};
+use crate::server::Shared;
+use crate::watchdog::{clock, state, Inflight, Reply};
+
+/// Initial read buffer per connection; it grows only when a head or chunk line needs it.
+const READ_BUF: usize = 4096;
+/// A write buffer above this is released after use rather than kept for the connection's life.
+const KEEP_WRITE_BUF: usize = 64 * 1024;
+/// How long a closing connection keeps draining the client's unread bytes.
+const LINGER: Duration = Duration::from_millis(500);
+
+/// Why the connection stops.
+enum Stop {
+    /// Closed by the peer, idle timeout, or an I/O error: nothing to answer.
+    Quiet,
+    /// Answer with this status and message, then close.
+    Answer(u16, &'static str),
+}
+
+impl From<ParseError> for Stop {
+    fn from(e: ParseError) -> Self {
+        Stop::Answer(e.status(), e.message())
+    }
+}
+
+struct Conn<'a> {
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: &'a Arc<Shared>,
+    /// rbuf[start..end] holds bytes read and not yet consumed; rbuf.len() is its capacity.
+    rbuf: Vec<u8>,
+    start: usize,
+    end: usize,
+    wbuf: Vec<u8>,
+    /// The read timeout currently set on the socket (setting it is a syscall).
+    read_timeout: Option<Duration>,
+    seq: u64,
+    reply: Option<(may::sync::mpsc::Sender<Reply>, may::sync::mpsc::Receiver<Reply>)>,
+    requests: u64,
+    /// Whether the request being handled is a HEAD (its answer carries no body).
+    last_method_is_head: bool,
+}
+
+/// Serves one connection until it closes.
+pub(crate) fn serve(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
+    let _ = stream.set_write_timeout(Some(shared.settings.write_timeout));
+    let mut c = Conn {
+        stream,
+        peer,
+        shared,
+        rbuf: Vec::new(),
+        start: 0,
+        end: 0,
+        wbuf: Vec::new(),
+        read_timeout: None,
+        seq: 0,
+        reply: None,
+        requests: 0,
+        last_method_is_head: false,
+    };
+    match c.run() {
+        Stop::Quiet => {}
+        Stop::Answer(status, msg) => c.fail(status, msg),
+    }
+}
+
+impl Conn<'_> {
+    fn run(&mut self) -> Stop {
+        loop {
+            let head = match self.read_head() {
+                Ok(Some(h)) => h,
+                Ok(None) => return Stop::Quiet,
+                Err(stop) => return stop,
+            };
+            match self.handle(head) {
+                Ok(true) => continue,
+                Ok(false) => {
+                    let _ = self.flush();
+                    self.linger_close();
+                    return Stop::Quiet;
+                }
+                Err(stop) => return stop,
+            }
+        }
+    }
+
+    fn avail(&self) -> &[u8] {
+        &self.rbuf[self.start..self.end]
+    }
+
+    /// Reads until a complete head is buffered. `Ok(None)`: the connection ended quietly.
+    fn read_head(&mut self) -> Result<Option<Head>, Stop> {
+        let limits = self.shared.limits;
+        let mut started: Option<Instant> = None;
+        loop {
+            if self.start < self.end {
+                started.get_or_insert_with(Instant::now);
+                if let Some(h) = parse_head(self.avail(), &limits)? {
+                    return Ok(Some(h));
+                }
+            }
+            if self.flush().is_err() {
+                return Ok(None);
+            }
+            if self.start == self.end && self.shared.draining.load(Acquire) {
+                return Ok(None);
+            }
+            let timeout = match started {
+                // Idle between requests: the keep-alive timeout (the first request gets the
+                // header timeout, as a client that connects and sends nothing is a slowloris).
+                None if self.requests > 0 => self.shared.settings.keepalive,
+                None => self.shared.settings.header_timeout,
+                Some(t0) => {
+                    let left = self.shared.settings.header_timeout.saturating_sub(t0.elapsed());
+                    if left.is_zero() {
+                        self.shared.metrics.reject(Rejected::Timeout);
+                        return Err(Stop::Answer(408, "timed out reading the request head"));
+                    }
+                    left
+                }
+            };
+            match self.fill(timeout) {
+                Ok(0) => return Ok(None),
+                Ok(_) => {}
+                Err(e) if is_timeout(&e) => {
+                    if started.is_none() {
+                        return Ok(None);
+                    }
+                    self.shared.metrics.reject(Rejected::Timeout);
+                    return Err(Stop::Answer(408, "timed out reading the request head"));
+                }
+                Err(e) => {
+                    debug!("read from {} failed: {e}", self.peer);
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// Reads more bytes into the buffer, waiting at most `timeout`. Returns bytes read (0 = EOF).
+    fn fill(&mut self, timeout: Duration) -> io::Result<usize> {
+        if self.end == self.rbuf.len() {
+            if self.start > 0 {
+                self.rbuf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            if self.end == self.rbuf.len() {
+                let grow = self.rbuf.len().max(READ_BUF);
+                self.rbuf.resize(self.rbuf.len() + grow, 0);
+            }
+        }
+        // Round up to 10 ms so a trickling client does not cost a setsockopt per read.
+        let t = Some(Duration::from_millis((timeout.as_millis() as u64).div_ceil(10).max(1) * 10));
+        if self.read_timeout != t {
+            self.stream.set_read_timeout(t)?;
+            self.read_timeout = t;
+        }
+        let n = self.stream.read(&mut self.rbuf[self.end..])?;
+        self.end += n;
+        Ok(n)
+    }
+
+    /// Handles one request whose head is buffered. `Ok(true)`: keep the connection.
+    fn handle(&mut self, head: Head) -> Result<bool, Stop> {
+        let t0 = clock::now_ns();
+        let shared = Arc::clone(self.shared);
+        let raw_head = self.avail()[..head.len].to_vec().into_boxed_slice();
+        self.start += head.len;
+        let text = |s: crate::parse::Span| std::str::from_utf8(s.get(&raw_head)).unwrap_or("");
+        let method = text(head.method);
+        let path = match text(head.path) {
+            "" => "/",
+            p => p,
+        };
+        let head_only = method == "HEAD";
+        self.last_method_is_head = head_only;
+        let has_body = head.framing != BodyFraming::None;
+        let request_id = head
+            .headers
+            .iter()
+            .find(|(k, _)| k.get(&raw_head).eq_ignore_ascii_case(b"x-request-id"))
+            .map(|(_, v)| v.get(&raw_head))
+            .filter(|v| valid_request_id(v))
+            .map(|v| String::from_utf8_lossy(v).into())
+            .unwrap_or_else(|| shared.new_request_id());
+
+        let (route, params) = match shared.app.find(method, path) {
+            Routed::Found { route, params } => (route, params),
+            Routed::NotFound => {
+                return self.answer_directly(Response::error(404, "not found"), &head, &request_id, has_body, t0);
+            }
+            Routed::MethodNotAllowed(allow) => {
+                let resp = Response::error(405, "method not allowed").with_header("Allow", allow);
+                return self.answer_directly(resp, &head, &request_id, has_body, t0);
+            }
+        };
+        if shared.draining.load(Acquire) {
+            shared.metrics.reject(Rejected::Draining);
+            let resp = Response::error(503, "server shutting down").with_header("Retry-After", "1");
+            return self.answer_directly(resp, &head, &request_id, true, t0);
+        }
+        let body = self.read_body(&head)?;
+        let mut req = Request::new(raw_head, head.clone(), body, self.peer, request_id);
+        req.set_params(params);
+        let (timeout, stall) = shared.route_timeouts[route];
+        let seq = self.seq;
+        self.seq += 1;
+        self.requests += 1;
+        let tx = self.reply.get_or_insert_with(may::sync::mpsc::channel).0.clone();
+        let start_ns = clock::now_ns(); // the deadline clock starts once the request is read
+        let job = Arc::new(Inflight::new(req, route, seq, start_ns, timeout, stall, tx, PeerProbe::new(&self.stream)));
+        shared.metrics.requests_in_flight.fetch_add(1, Relaxed);
+        match shared.queue.submit(Arc::clone(&job)) {
+            Ok(()) => {
+                let _ = shared.register.send(Arc::clone(&job));
+            }
+            Err(e) => {
+                job.state.store(state::DONE, Release);
+                let resp = match e {
+                    SubmitError::Full => {
+                        shared.metrics.reject(Rejected::QueueFull);
+                        warn!("queue full (--backlog {}): id={} answered 503", shared.settings.effective_backlog(), job.req.id());
+                        Response::error(503, "server busy: request queue full").with_header("Retry-After", "1")
+                    }
+                    SubmitError::Closed => Response::error(503, "server shutting down"),
+                };
+                job.answer(resp, &shared);
+            }
+        }
+        if self.flush().is_err() {
+            // The client is gone; the watchdog notices it and cancels the handler.
+        }
+        let resp = self.wait_reply(seq);
+        let close = !head.keep_alive
+            || shared.settings.keepalive.is_zero()
+            || shared.draining.load(Acquire)
+            || resp.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        encode(&resp, &Framing { head_only, close, request_id: Some(job.req.id()) }, &mut self.wbuf);
+        let now = clock::now_ns();
+        let elapsed = Duration::from_nanos(now.saturating_sub(t0));
+        let budget = now.saturating_sub(job.start_ns) as f64 / timeout.as_nanos().max(1) as f64;
+        shared.metrics.response(route, resp.status(), elapsed, Some(budget));
+        self.log_request(&job, resp.status(), elapsed, budget);
+        Ok(!close)
+    }
+
+    /// Waits for the answer to request `seq`, skipping late answers to earlier ones.
+    fn wait_reply(&mut self, seq: u64) -> Response {
+        let rx = &self.reply.as_ref().expect("reply channel").1;
+        loop {
+            match rx.recv() {
+                Ok(r) if r.seq == seq => return r.resp,
+                Ok(_) => continue,
+                Err(_) => return Response::error(500, "internal error: reply channel closed"),
+            }
+        }
+    }
+
+    fn log_request(&self, job: &Inflight, status: u16, elapsed: Duration, budget: f64) {
+        let s = &self.shared;
+        let route = job.route_name(s);
+        if budget >= 0.8 && status != 504 && status != 503 {
+            warn!(
+                "approaching timeout id={} route={} used {:.0}% of its {:.3}s budget",
+                job.req.id(),
+                route,
+                budget * 100.0,
+                s.route_timeouts[job.route].0.as_secs_f64()
+            );
+        }
+        if s.settings.access_log {
+            info!(
+                target: "vigil::access",
+                "{} {} {} route={} status={} duration={:.6}s budget={:.3} id={} thread=vigil-worker-{}",
+                self.peer.ip(),
+                job.req.method(),
+                job.req.path(),
+                route,
+                status,
+                elapsed.as_secs_f64(),
+                budget,
+                job.req.id(),
+                job.thread.load(Relaxed)
+            );
+        }
+    }
+
+    /// Answers without a handler (404, 405, draining). A body we did not read closes the connection.
+    fn answer_directly(&mut self, resp: Response, head: &Head, id: &str, close_anyway: bool, t0: u64) -> Result<bool, Stop> {
+        let close = close_anyway || !head.keep_alive || self.shared.settings.keepalive.is_zero();
+        let head_only = self.last_method_is_head;
+        encode(&resp, &Framing { head_only, close, request_id: Some(id) }, &mut self.wbuf);
+        let elapsed = Duration::from_nanos(clock::now_ns().saturating_sub(t0));
+        self.shared.metrics.response(usize::MAX, resp.status(), elapsed, None);
+        if !close {
+            self.requests += 1;
+        }
+        Ok(!close)
+    }
+
+    /// Reads the body the head announced (sending `100 Continue` first when asked to).
+    fn read_body(&mut self, head: &Head) -> Result<Vec<u8>, Stop> {
+        let started = Instant::now();
+        let limit = self.shared.settings.body_timeout;
+        match head.framing {
+            BodyFraming::None => Ok(Vec::new()),
+            BodyFraming::Length(n) => {
+                let n = n as usize;
+                let mut body = Vec::with_capacity(n.min(1 << 20));
+                let take = n.min(self.end - self.start);
+                body.extend_from_slice(&self.rbuf[self.start..self.start + take]);
+                self.start += take;
+                if body.len() < n {
+                    self.continue_100(head)?;
+                }
+                while body.len() < n {
+                    let left = self.body_time_left(started, limit)?;
+                    let want = (n - body.len()).min(64 * 1024);
+                    let old = body.len();
+                    body.resize(old + want, 0);
+                    let r = self.set_timeout(left).and_then(|_| self.stream.read(&mut body[old..]));
+                    match r {
+                        Ok(0) => return Err(Stop::Quiet),
+                        Ok(k) => body.truncate(old + k),
+                        Err(e) if is_timeout(&e) => return Err(self.body_timeout()),
+                        Err(_) => return Err(Stop::Quiet),
+                    }
+                }
+                Ok(body)
+            }
+            BodyFraming::Chunked => {
+                let mut dec = ChunkedDecoder::new(self.shared.limits.max_body);
+                let mut body = Vec::new();
+                let mut asked = false;
+                loop {
+                    let (used, done) = dec.decode(self.avail(), &mut body)?;
+                    self.start += used;
+                    if done {
+                        return Ok(body);
+                    }
+                    if !asked {
+                        self.continue_100(head)?;
+                        asked = true;
+                    }
+                    let left = self.body_time_left(started, limit)?;
+                    match self.fill(left) {
+                        Ok(0) => return Err(Stop::Quiet),
+                        Ok(_) => {}
+                        Err(e) if is_timeout(&e) => return Err(self.body_timeout()),
+                        Err(_) => return Err(Stop::Quiet),
+                    }
+                }
+            }
+        }
+    }
+
+    fn set_timeout(&mut self, d: Duration) -> io::Result<()> {
+        let t = Some(d.max(Duration::from_millis(1)));
+        if self.read_timeout != t {
+            self.stream.set_read_timeout(t)?;
+            self.read_timeout = t;
+        }
+        Ok(())
+    }
+
+    fn body_time_left(&self, started: Instant, limit: Duration) -> Result<Duration, Stop> {
+        let left = limit.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            Err(self.body_timeout())
+        } else {
+            Ok(left)
+        }
+    }
+
+    fn body_timeout(&self) -> Stop {
+        self.shared.metrics.reject(Rejected::Timeout);
+        Stop::Answer(408, "timed out reading the request body")
+    }
+
+    /// Sends `100 Continue` if the client waits for it.
+    fn continue_100(&mut self, head: &Head) -> Result<(), Stop> {
+        if head.expect_continue {
+            self.wbuf.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+            self.flush().map_err(|_| Stop::Quiet)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let r = self.stream.write_all(&self.wbuf);
+        self.wbuf.clear();
+        if self.wbuf.capacity() > KEEP_WRITE_BUF {
+            self.wbuf = Vec::new();
+        }
+        if let Err(e) = &r {
+            debug!("write to {} failed: {e}", self.peer);
+        }
+        r
+    }
+
+    /// Answers an error that ends the connection.
+    fn fail(&mut self, status: u16, message: &str) {
+        let resp = Response::error(status, message);
+        encode(&resp, &Framing { head_only: false, close: true, request_id: None }, &mut self.wbuf);
+        self.shared.metrics.response(usize::MAX, status, Duration::ZERO, None);
+        if status == 400 || status == 431 || status == 414 || status == 413 {
+            self.shared.metrics.reject(Rejected::BadRequest);
+        }
+        debug!("{}: {status} {message}; closing", self.peer);
+        if self.flush().is_ok() {
+            self.linger_close();
+        }
+    }
+
+    /// Closes the write side, then drains what the client still sends for a moment, so that
+    /// unread request bytes do not turn our last answer into a reset.
+    fn linger_close(&mut self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+        let _ = self.stream.set_read_timeout(Some(LINGER));
+        let deadline = Instant::now() + LINGER;
+        let mut scratch = [0u8; 512];
+        let mut total = 0usize;
+        while Instant::now() < deadline && total < 256 * 1024 {
+            match self.stream.read(&mut scratch) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock)
+}
+
+/// Accepts a client's `X-Request-Id` if it is short and plain (no spaces or control characters).
+fn valid_request_id(v: &[u8]) -> bool {
+    !v.is_empty() && v.len() <= 128 && v.iter().all(|&b| b.is_ascii_alphanumeric() || b"-_.:/+=".contains(&b))
+}

@@ -1,0 +1,129 @@
+//! The request context a handler receives: its cancellation token, deadline and progress reports.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::watchdog::{clock, Inflight};
+
+/// Returned by [`Ctx::checkpoint`] and [`Ctx::sleep`] once the request is cancelled. Propagating it
+/// with `?` out of a handler ends the request; the client has already been (or is about to be)
+/// answered `504 Gateway Timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cancelled;
+
+impl std::fmt::Display for Cancelled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("request cancelled")
+    }
+}
+
+impl std::error::Error for Cancelled {}
+
+/// The context of one request: its cancellation token, its deadline and its progress reports.
+///
+/// Cancellation is cooperative: the watchdog fires the token at the request's deadline (or when a
+/// route with a stall timeout has reported no [`progress`](Ctx::progress) for that long); the
+/// handler notices at its next [`checkpoint`](Ctx::checkpoint) or [`sleep`](Ctx::sleep) and
+/// returns. A handler that never looks is abandoned after the grace period and its thread replaced.
+///
+/// ```
+/// use std::time::Duration;
+/// use vigil::{Cancelled, Ctx, Request, Response};
+///
+/// fn export(_req: &Request, ctx: &Ctx) -> Result<Response, Cancelled> {
+///     for chunk in 1..=3 {
+///         ctx.stage(format!("chunk {chunk}/3"));
+///         ctx.sleep(Duration::from_millis(1))?; // real work goes here
+///         ctx.progress();
+///     }
+///     Ok(Response::text("done"))
+/// }
+///
+/// let ctx = Ctx::detached(Duration::from_secs(5));
+/// let resp = export(&Request::builder("GET", "/export").build(), &ctx).unwrap();
+/// assert_eq!(resp.body(), b"done");
+/// ctx.cancel();
+/// assert!(ctx.checkpoint().is_err());
+/// ```
+#[derive(Clone)]
+pub struct Ctx {
+    pub(crate) inflight: Arc<Inflight>,
+}
+
+impl Ctx {
+    /// A context that belongs to no server (for tests and for calling handlers directly), with a
+    /// deadline `timeout` from now. Cancel it yourself with [`Ctx::cancel`].
+    pub fn detached(timeout: Duration) -> Ctx {
+        Ctx { inflight: Arc::new(Inflight::detached(timeout)) }
+    }
+
+    /// `true` once the request has been cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.inflight.token.is_cancelled()
+    }
+
+    /// `Err(Cancelled)` once the request has been cancelled; use it with `?` in loops.
+    pub fn checkpoint(&self) -> Result<(), Cancelled> {
+        if self.is_cancelled() {
+            Err(Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Sleeps for `d`, waking early with `Err(Cancelled)` if the request is cancelled meanwhile.
+    pub fn sleep(&self, d: Duration) -> Result<(), Cancelled> {
+        if self.inflight.token.wait(d) {
+            Err(Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Reports progress (a heartbeat): a route with a stall timeout is only considered hung after
+    /// that long without a call. One atomic store.
+    pub fn progress(&self) {
+        self.inflight.last_progress_ns.store(clock::now_ns(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Names what the request is doing now ("query orders", "chunk 3/10"). It shows up in the
+    /// timeout log and in the admin in-flight table.
+    pub fn stage(&self, stage: impl Into<Cow<'static, str>>) {
+        *self.inflight.stage.lock() = stage.into();
+    }
+
+    /// When the request will be cancelled unless it reports progress: the sooner of the route's
+    /// ceiling and, for routes with a stall timeout, last progress + stall timeout. Pass it on to
+    /// database or HTTP clients.
+    pub fn deadline(&self) -> Instant {
+        clock::instant_at(self.inflight.effective_deadline_ns())
+    }
+
+    /// Time left until [`deadline`](Ctx::deadline) (zero once it passed).
+    pub fn remaining(&self) -> Duration {
+        self.deadline().saturating_duration_since(Instant::now())
+    }
+
+    /// Runs `f` when the request is cancelled (at once if it already is), e.g. to shut down a
+    /// socket so a blocking read returns. Callbacks run on the watchdog thread and must be quick.
+    pub fn on_cancel(&self, f: impl FnOnce() + Send + 'static) {
+        self.inflight.token.on_cancel(Box::new(f));
+    }
+
+    /// Cancels the request now, as the watchdog would at the deadline.
+    pub fn cancel(&self) {
+        self.inflight.token.cancel();
+    }
+
+    /// The request id (also on the response as `X-Request-Id`).
+    pub fn request_id(&self) -> &str {
+        self.inflight.req.id()
+    }
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx").field("request_id", &self.request_id()).field("cancelled", &self.is_cancelled()).finish()
+    }
+}

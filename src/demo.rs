@@ -1,0 +1,112 @@
+//! The demo app served by the `vigil` binary: well-behaved routes and every kind of hang.
+//!
+//! | route | behaviour |
+//! |---|---|
+//! | `GET /` | `hello` |
+//! | `POST /echo` | the request body |
+//! | `GET /sleep?ms=N` | cancellable sleep (`ctx.sleep`) |
+//! | `GET /block?ms=N` | `std::thread::sleep`, ignores the token |
+//! | `GET /spin[?ms=N]` | busy loop that never checks the token (stops by itself after `ms`, default 60 000, so an abandoned thread does not burn a core forever) |
+//! | `GET /deadlock` | waits on a lock that is never released |
+//! | `GET /cooperative-spin` | busy loop calling `ctx.checkpoint()?` |
+//! | `GET /report?secs=N[&pause_ms=M]` | progress + stage "chunk i/n" every 100 ms for N s; pauses reporting for M ms midway; stall timeout 1 s, ceiling 10 × `--timeout` |
+//! | `GET /panic` | panics (→ 500) |
+//! | `GET /bytes?n=N` | N bytes of `x` (for write-timeout tests) |
+//!
+//! ```
+//! let app = vigil::demo::app(std::time::Duration::from_secs(30));
+//! assert!(app.len() >= 10);
+//! ```
+
+use std::time::{Duration, Instant};
+
+use crate::{App, Cancelled, Ctx, Error, Request, Response, RouteOptions};
+
+fn ms_param(req: &Request, name: &str, default: u64) -> Result<u64, Error> {
+    match req.query_param(name) {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|_| Error::new(400, format!("query parameter {name} must be a non-negative integer"))),
+    }
+}
+
+/// The demo app for a server whose default timeout is `timeout`.
+pub fn app(timeout: Duration) -> App {
+    App::new()
+        .get("/", |_: &Request, _: &Ctx| Response::text("hello"))
+        .post("/echo", |req: &Request, _: &Ctx| Response::bytes(req.body().to_vec()))
+        .get("/sleep", |req: &Request, ctx: &Ctx| -> Result<Response, Error> {
+            let ms = ms_param(req, "ms", 1000)?;
+            ctx.stage("sleeping");
+            ctx.sleep(Duration::from_millis(ms))?;
+            Ok(Response::text(format!("slept {ms} ms")))
+        })
+        .get("/block", |req: &Request, ctx: &Ctx| -> Result<Response, Error> {
+            let ms = ms_param(req, "ms", 1000)?;
+            ctx.stage("blocking sleep");
+            std::thread::sleep(Duration::from_millis(ms));
+            Ok(Response::text(format!("blocked {ms} ms")))
+        })
+        .get("/spin", |req: &Request, ctx: &Ctx| -> Result<Response, Error> {
+            let ms = ms_param(req, "ms", 60_000)?;
+            ctx.stage("spinning");
+            let end = Instant::now() + Duration::from_millis(ms);
+            let mut x: u64 = 0;
+            while Instant::now() < end {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+            Ok(Response::text(format!("spun {ms} ms")))
+        })
+        .get("/deadlock", |_: &Request, ctx: &Ctx| {
+            ctx.stage("waiting for the lock");
+            let _g = DEADLOCK.lock();
+            Response::text("unreachable")
+        })
+        .get("/cooperative-spin", |req: &Request, ctx: &Ctx| -> Result<Response, Error> {
+            let ms = ms_param(req, "ms", 60_000)?;
+            ctx.stage("spinning cooperatively");
+            let end = Instant::now() + Duration::from_millis(ms);
+            let mut x: u64 = 0;
+            while Instant::now() < end {
+                for _ in 0..1000 {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+                ctx.checkpoint()?;
+            }
+            Ok(Response::text("done"))
+        })
+        .route(
+            "GET",
+            "/report",
+            RouteOptions::new().stall_timeout(Duration::from_secs(1)).timeout(timeout * 10).exceed_default(true),
+            report,
+        )
+        .get("/panic", |_: &Request, _: &Ctx| -> Response { panic!("demo panic") })
+        .get("/bytes", |req: &Request, _: &Ctx| -> Result<Response, Error> {
+            let n = ms_param(req, "n", 1024)?.min(256 << 20);
+            Ok(Response::bytes(vec![b'x'; n as usize]))
+        })
+}
+
+/// A long report: progress and a stage every 100 ms; optionally goes silent midway.
+fn report(req: &Request, ctx: &Ctx) -> Result<Response, Error> {
+    let secs = ms_param(req, "secs", 3)?;
+    let pause = ms_param(req, "pause_ms", 0)?;
+    let steps = secs * 10;
+    for i in 1..=steps {
+        ctx.stage(format!("chunk {i}/{steps}"));
+        ctx.progress();
+        if pause > 0 && i == steps / 2 {
+            ctx.stage(format!("chunk {i}/{steps} (paused)"));
+            ctx.sleep(Duration::from_millis(pause)).map_err(|c: Cancelled| Error::from(c))?;
+        }
+        ctx.sleep(Duration::from_millis(100))?;
+    }
+    Ok(Response::text(format!("report of {steps} chunks done")))
+}
+
+/// A lock taken once and never released.
+static DEADLOCK: std::sync::LazyLock<parking_lot::Mutex<()>> = std::sync::LazyLock::new(|| {
+    let m = parking_lot::Mutex::new(());
+    std::mem::forget(m.lock());
+    m
+});

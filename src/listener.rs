@@ -1,0 +1,67 @@
+//! The accept coroutine: one per server. Spawns a connection coroutine per client, and refuses
+//! clients beyond `--max-connections` with a 503 written by a short-lived coroutine of its own.
+
+use std::io::Write;
+use std::sync::atomic::Ordering::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+use log::{debug, error, info};
+
+use crate::metrics::Rejected;
+use crate::response::{encode, Framing, Response};
+use crate::server::Shared;
+
+pub(crate) fn spawn(listener: may::net::TcpListener, shared: Arc<Shared>) -> std::io::Result<()> {
+    // SAFETY (may's spawn contract): the coroutine uses no thread-local storage across yields
+    // and does not block the scheduler thread.
+    let builder = may::coroutine::Builder::new().name("vigil-accept".into());
+    unsafe { builder.spawn(move || accept_loop(listener, shared)) }?;
+    Ok(())
+}
+
+fn accept_loop(listener: may::net::TcpListener, shared: Arc<Shared>) {
+    loop {
+        let (stream, peer) = match listener.accept() {
+            Ok(x) => x,
+            Err(e) => {
+                if shared.accept_stop.load(Acquire) {
+                    break;
+                }
+                // EMFILE and friends: back off instead of spinning.
+                error!("accept failed: {e}");
+                may::coroutine::sleep(Duration::from_millis(20));
+                continue;
+            }
+        };
+        if shared.accept_stop.load(Acquire) {
+            break;
+        }
+        let _ = stream.set_nodelay(true);
+        let open = shared.metrics.connections_open.fetch_add(1, AcqRel) + 1;
+        let shared2 = Arc::clone(&shared);
+        if open as usize > shared.settings.max_connections {
+            shared.metrics.reject(Rejected::MaxConnections);
+            debug!("refusing {peer}: {open} connections open (--max-connections)");
+            may::go!(move || {
+                refuse(stream);
+                shared2.metrics.connections_open.fetch_sub(1, AcqRel);
+            });
+            continue;
+        }
+        may::go!(move || {
+            crate::conn::serve(stream, peer, &shared2);
+            shared2.metrics.connections_open.fetch_sub(1, AcqRel);
+        });
+    }
+    info!("stopped accepting connections");
+}
+
+fn refuse(mut stream: may::net::TcpStream) {
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let mut out = Vec::with_capacity(256);
+    let resp = Response::error(503, "too many connections").with_header("Retry-After", "1");
+    encode(&resp, &Framing { head_only: false, close: true, request_id: None }, &mut out);
+    let _ = stream.write_all(&out);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+}

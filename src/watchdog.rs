@@ -1,0 +1,431 @@
+//! The watchdog: one thread that owns the timing of every in-flight request.
+//!
+//! Each request gets an [`Inflight`] record when it has been read. The hot path only does atomic
+//! stores on it (state, thread, progress); the record reaches the watchdog through a lock-free
+//! channel. Every tick the watchdog:
+//!
+//! 1. `expire()`: a queued request past its deadline is answered 503; a running one past its
+//!    deadline (or stalled past its route's stall timeout) has its token fired and is answered 504
+//!    right then, whatever its handler does;
+//! 2. `abandon()`: a cancelled request whose handler is still running after the grace period
+//!    loses its thread: a fresh worker replaces it so the pool keeps its size;
+//! 3. during a drain past `--graceful-timeout`, cancels whatever is left.
+//!
+//! It reads timestamps, flips atomics and sends on channels; it never blocks on a handler.
+
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::*};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{error, info, warn};
+use parking_lot::{Condvar, Mutex};
+
+use crate::request::Request;
+use crate::response::Response;
+use crate::server::Shared;
+
+/// Monotonic nanoseconds since the first use in this process.
+pub(crate) mod clock {
+    use std::sync::OnceLock;
+    use std::time::{Duration, Instant};
+
+    fn base() -> Instant {
+        static BASE: OnceLock<Instant> = OnceLock::new();
+        *BASE.get_or_init(Instant::now)
+    }
+
+    /// Now, as nanoseconds since the process's clock base.
+    pub fn now_ns() -> u64 {
+        base().elapsed().as_nanos() as u64
+    }
+
+    /// The `Instant` for a clock value.
+    pub fn instant_at(ns: u64) -> Instant {
+        base() + Duration::from_nanos(ns)
+    }
+}
+
+/// Where a request is in its life. Transitions are one atomic each; the watchdog and the worker
+/// decide races with compare-and-swap.
+pub(crate) mod state {
+    pub const QUEUED: u8 = 0;
+    pub const RUNNING: u8 = 1;
+    /// Token fired, 504 sent, the handler has not returned yet (within the grace period).
+    pub const CANCELLING: u8 = 2;
+    /// Grace period over: the thread was given up and replaced.
+    pub const ABANDONED: u8 = 3;
+    pub const DONE: u8 = 4;
+
+    pub fn name(s: u8) -> &'static str {
+        ["queued", "running", "cancelling", "abandoned", "done"].get(s as usize).copied().unwrap_or("?")
+    }
+}
+
+/// Why a request was timed out (also the `reason` label of `vigil_request_timeouts_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TimeoutReason {
+    Deadline = 0,
+    Stall = 1,
+    Queue = 2,
+    Shutdown = 3,
+}
+
+impl TimeoutReason {
+    pub const ALL: [TimeoutReason; 4] = [Self::Deadline, Self::Stall, Self::Queue, Self::Shutdown];
+    pub fn label(self) -> &'static str {
+        ["deadline", "stall", "queue", "shutdown"][self as usize]
+    }
+}
+
+/// The cancellation token: a flag, a condvar for [`Ctx::sleep`](crate::Ctx::sleep) and the
+/// callbacks registered with `on_cancel`.
+pub(crate) struct Token {
+    cancelled: AtomicBool,
+    callbacks: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
+    wake: Condvar,
+}
+
+impl Token {
+    fn new() -> Self {
+        Token { cancelled: AtomicBool::new(false), callbacks: Mutex::new(Vec::new()), wake: Condvar::new() }
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Acquire)
+    }
+
+    /// Fires the token: wakes sleepers and runs the callbacks (each isolated from panics).
+    pub fn cancel(&self) {
+        let callbacks = {
+            let mut g = self.callbacks.lock();
+            if self.cancelled.swap(true, AcqRel) {
+                return;
+            }
+            self.wake.notify_all();
+            std::mem::take(&mut *g)
+        };
+        for cb in callbacks {
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(cb)).is_err() {
+                error!("an on_cancel callback panicked");
+            }
+        }
+    }
+
+    pub fn on_cancel(&self, cb: Box<dyn FnOnce() + Send>) {
+        let mut g = self.callbacks.lock();
+        if self.cancelled.load(Acquire) {
+            drop(g);
+            cb();
+        } else {
+            g.push(cb);
+        }
+    }
+
+    /// Waits up to `d`; returns `true` if cancelled.
+    pub fn wait(&self, d: Duration) -> bool {
+        let end = Instant::now() + d;
+        let mut g = self.callbacks.lock();
+        while !self.cancelled.load(Acquire) {
+            if self.wake.wait_until(&mut g, end).timed_out() {
+                break;
+            }
+        }
+        self.cancelled.load(Acquire)
+    }
+}
+
+/// What the connection coroutine receives for request `seq`.
+pub(crate) struct Reply {
+    pub seq: u64,
+    pub resp: Response,
+}
+
+/// The sending half of a connection's reply channel.
+pub(crate) struct ReplyTx(Option<may::sync::mpsc::Sender<Reply>>);
+
+// SAFETY: may's `Sender` is `!Sync` only by analogy with std's old `Sender`; its queue is a
+// multi-producer queue. Besides, `Inflight::answer` lets exactly one caller (the winner of the
+// `answered` compare-and-swap) ever touch it.
+unsafe impl Sync for ReplyTx {}
+
+/// One request from the moment it has been read until its handler is gone.
+pub(crate) struct Inflight {
+    pub req: Request,
+    /// Index of the route in the app (`usize::MAX` for none).
+    pub route: usize,
+    /// The connection's sequence number of this request, to match the reply.
+    pub seq: u64,
+    pub state: AtomicU8,
+    /// Set by whoever answers the client first (worker, watchdog, drain).
+    answered: AtomicBool,
+    /// When the request had been read: the deadline clock starts here.
+    pub start_ns: u64,
+    /// The absolute ceiling.
+    pub deadline_ns: u64,
+    /// Stall timeout in ns, 0 for none.
+    pub stall_ns: u64,
+    pub last_progress_ns: AtomicU64,
+    /// When a worker picked it up (0 while queued).
+    pub run_start_ns: AtomicU64,
+    /// When the token was fired (0 if not).
+    pub cancel_ns: AtomicU64,
+    pub timeout_reason: AtomicU8,
+    /// Worker thread number (0 while queued).
+    pub thread: AtomicU32,
+    pub stage: Mutex<Cow<'static, str>>,
+    pub token: Token,
+    reply: ReplyTx,
+    /// The connection's socket, polled by the watchdog to notice a client that went away.
+    pub peer: Option<crate::platform::PeerProbe>,
+}
+
+impl Inflight {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        req: Request,
+        route: usize,
+        seq: u64,
+        start_ns: u64,
+        timeout: Duration,
+        stall: Option<Duration>,
+        reply: may::sync::mpsc::Sender<Reply>,
+        peer: Option<crate::platform::PeerProbe>,
+    ) -> Self {
+        Inflight {
+            req,
+            route,
+            seq,
+            state: AtomicU8::new(state::QUEUED),
+            answered: AtomicBool::new(false),
+            start_ns,
+            deadline_ns: start_ns.saturating_add(timeout.as_nanos() as u64),
+            stall_ns: stall.map_or(0, |d| d.as_nanos() as u64),
+            last_progress_ns: AtomicU64::new(start_ns),
+            run_start_ns: AtomicU64::new(0),
+            cancel_ns: AtomicU64::new(0),
+            timeout_reason: AtomicU8::new(u8::MAX),
+            thread: AtomicU32::new(0),
+            stage: Mutex::new(Cow::Borrowed("")),
+            token: Token::new(),
+            reply: ReplyTx(Some(reply)),
+            peer,
+        }
+    }
+
+    /// A record with no server behind it, for [`Ctx::detached`](crate::Ctx::detached).
+    pub fn detached(timeout: Duration) -> Self {
+        let now = clock::now_ns();
+        let mut me = Inflight::new(
+            crate::Request::builder("GET", "/").build(),
+            usize::MAX,
+            0,
+            now,
+            timeout,
+            None,
+            may::sync::mpsc::channel().0,
+            None,
+        );
+        me.reply = ReplyTx(None);
+        me.state = AtomicU8::new(state::RUNNING);
+        me
+    }
+
+    /// The sooner of the ceiling and (for stall-watched routes) last progress + stall timeout.
+    pub fn effective_deadline_ns(&self) -> u64 {
+        if self.stall_ns == 0 {
+            self.deadline_ns
+        } else {
+            self.deadline_ns.min(self.last_progress_ns.load(Relaxed).saturating_add(self.stall_ns))
+        }
+    }
+
+    pub fn is_answered(&self) -> bool {
+        self.answered.load(Acquire)
+    }
+
+    /// Sends `resp` to the client unless someone already answered. Returns whether it did.
+    pub fn answer(&self, resp: Response, shared: &Shared) -> bool {
+        if self.answered.compare_exchange(false, true, AcqRel, Acquire).is_err() {
+            return false;
+        }
+        shared.metrics.requests_in_flight.fetch_sub(1, Relaxed);
+        if let Some(tx) = &self.reply.0 {
+            let _ = tx.send(Reply { seq: self.seq, resp });
+        }
+        true
+    }
+
+    pub fn elapsed_secs(&self, now: u64) -> f64 {
+        now.saturating_sub(self.start_ns) as f64 / 1e9
+    }
+
+    pub fn stage_string(&self) -> String {
+        self.stage.lock().to_string()
+    }
+
+    pub fn route_name<'a>(&self, shared: &'a Shared) -> &'a str {
+        shared.app.route_name(self.route)
+    }
+}
+
+/// A timeout, kept for the dashboard's "recent timeouts".
+#[derive(Clone, Debug)]
+pub(crate) struct TimeoutRecord {
+    pub at: std::time::SystemTime,
+    pub id: String,
+    pub method: String,
+    pub path: String,
+    pub route: String,
+    pub reason: &'static str,
+    pub elapsed: f64,
+    pub deadline: f64,
+    pub stage: String,
+    pub thread: u32,
+    /// Filled in later: "honored", "abandoned", or "" while undecided.
+    pub outcome: &'static str,
+}
+
+/// Starts the watchdog thread.
+pub(crate) fn spawn(shared: Arc<Shared>, rx: crossbeam_channel::Receiver<Arc<Inflight>>) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("vigil-watchdog".into())
+        .spawn(move || run(shared, rx))
+        .expect("spawn watchdog thread")
+}
+
+fn run(shared: Arc<Shared>, rx: crossbeam_channel::Receiver<Arc<Inflight>>) {
+    let tick = shared.settings.watchdog_tick;
+    let mut ticks: u64 = 0;
+    loop {
+        shared.metrics.watchdog_heartbeat_ns.store(clock::now_ns(), Relaxed);
+        {
+            let mut list = shared.inflight.lock();
+            list.extend(rx.try_iter());
+            list.retain(|r| r.state.load(Acquire) != state::DONE);
+            let now = clock::now_ns();
+            let grace = shared.settings.cancel_grace.as_nanos() as u64;
+            let drain_at = shared.drain_deadline_ns.load(Acquire);
+            let check_peers = ticks % 10 == 0;
+            for r in list.iter() {
+                expire(&shared, r, now, drain_at);
+                abandon(&shared, r, now, grace);
+                if check_peers {
+                    notice_gone_client(r, now);
+                }
+            }
+        }
+        if shared.watchdog_stop.load(Acquire) {
+            return;
+        }
+        ticks += 1;
+        std::thread::sleep(tick);
+    }
+}
+
+/// Pass 1: deadlines, stalls and the end of a drain.
+fn expire(shared: &Shared, r: &Inflight, now: u64, drain_at: u64) {
+    let draining_over = drain_at != 0 && now >= drain_at;
+    match r.state.load(Acquire) {
+        state::QUEUED if r.is_answered() => {}
+        state::QUEUED if now >= r.deadline_ns || draining_over => {
+            let reason = if draining_over { TimeoutReason::Shutdown } else { TimeoutReason::Queue };
+            let msg = if draining_over { "server shutting down" } else { "deadline passed while queued" };
+            if r.answer(Response::error(503, msg).with_header("Retry-After", "1"), shared) {
+                r.timeout_reason.store(reason as u8, Relaxed);
+                shared.metrics.timeout(r.route, reason);
+                warn!(
+                    "timeout id={} route={} reason={} elapsed={:.3}s: {msg}; answered 503 without running",
+                    r.req.id(),
+                    r.route_name(shared),
+                    reason.label(),
+                    r.elapsed_secs(now)
+                );
+                shared.record_timeout(r, reason, now);
+            }
+        }
+        state::RUNNING => {
+            let reason = if now >= r.deadline_ns {
+                TimeoutReason::Deadline
+            } else if r.stall_ns != 0 && now >= r.last_progress_ns.load(Relaxed).saturating_add(r.stall_ns) {
+                TimeoutReason::Stall
+            } else if draining_over {
+                TimeoutReason::Shutdown
+            } else {
+                return;
+            };
+            if r.state.compare_exchange(state::RUNNING, state::CANCELLING, AcqRel, Acquire).is_err() {
+                return; // the handler just returned
+            }
+            r.cancel_ns.store(now, Release);
+            r.timeout_reason.store(reason as u8, Relaxed);
+            shared.metrics.timeout(r.route, reason);
+            let deadline = (r.effective_deadline_ns().saturating_sub(r.start_ns)) as f64 / 1e9;
+            warn!(
+                "timeout id={} {} {} route={} reason={} elapsed={:.3}s deadline={:.3}s stage={:?} thread=vigil-worker-{}: cancelling, answered 504",
+                r.req.id(),
+                r.req.method(),
+                r.req.path(),
+                r.route_name(shared),
+                reason.label(),
+                r.elapsed_secs(now),
+                deadline,
+                r.stage_string(),
+                r.thread.load(Relaxed)
+            );
+            let msg = match reason {
+                TimeoutReason::Stall => "request stalled: no progress within the route's stall timeout",
+                TimeoutReason::Shutdown => "server shutting down: request cancelled",
+                _ => "request exceeded its deadline",
+            };
+            r.answer(Response::error(504, msg), shared);
+            shared.record_timeout(r, reason, now);
+            r.token.cancel();
+        }
+        _ => {}
+    }
+}
+
+/// Pass 2: a cancelled handler still running after the grace period loses its thread.
+fn abandon(shared: &Arc<Shared>, r: &Inflight, now: u64, grace: u64) {
+    if r.state.load(Acquire) != state::CANCELLING || now < r.cancel_ns.load(Acquire).saturating_add(grace) {
+        return;
+    }
+    if r.state.compare_exchange(state::CANCELLING, state::ABANDONED, AcqRel, Acquire).is_err() {
+        return; // it honored the cancellation just now
+    }
+    let m = &shared.metrics;
+    m.threads_abandoned_total.fetch_add(1, Relaxed);
+    let alive = m.threads_abandoned_alive.fetch_add(1, Relaxed) + 1;
+    m.worker_threads.fetch_sub(1, Relaxed);
+    shared.set_timeout_outcome(r.req.id(), "abandoned");
+    let replacement = crate::pool::spawn_worker(shared);
+    m.threads_replaced_total.fetch_add(1, Relaxed);
+    warn!(
+        "abandoned thread vigil-worker-{} stuck in id={} route={} stage={:?} for {:.3}s past its cancellation; replaced by vigil-worker-{}; abandoned threads alive: {}",
+        r.thread.load(Relaxed),
+        r.req.id(),
+        r.route_name(shared),
+        r.stage_string(),
+        now.saturating_sub(r.cancel_ns.load(Relaxed)) as f64 / 1e9,
+        replacement,
+        alive
+    );
+    let max = shared.settings.effective_max_abandoned() as i64;
+    if alive > max {
+        error!("abandoned threads alive ({alive}) exceed --max-abandoned ({max}): readiness now fails until some finish");
+    }
+}
+
+/// Fires the token of a running request whose client has gone away (like Go's request context).
+fn notice_gone_client(r: &Inflight, now: u64) {
+    if r.state.load(Acquire) != state::RUNNING || now.saturating_sub(r.start_ns) < 50_000_000 || r.is_answered() {
+        return;
+    }
+    if let Some(p) = &r.peer {
+        if p.is_gone() {
+            info!("client of id={} went away; cancelling its handler", r.req.id());
+            r.token.cancel();
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! End-to-end tests through the `vigil` binary (or `VIGIL_SERVER_CMD`, e.g. `vigil.exe` under Wine).
+//!
+//! Timing bounds here are deliberately loose: they tell "answered at the deadline" from "never
+//! answered" or "answered after the handler", not speed (that lives in benches/).
+
+mod common;
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[test]
+fn hung_spin_gets_504_at_deadline_while_neighbours_succeed_and_pool_is_restored() {
+    let srv = ServerProc::start(&["--threads", "4", "--timeout", "2", "--cancel-grace", "0.5"]);
+    let addr = srv.addr;
+    let t0 = Instant::now();
+    let legit: Vec<_> = (0..3).map(|_| thread::spawn(move || timed_get(addr, "/sleep?ms=1500"))).collect();
+    let hung = thread::spawn(move || timed_get(addr, "/spin?ms=20000"));
+    for h in legit {
+        let (r, d) = h.join().unwrap();
+        assert_eq!(r.status, 200, "legit request: {}", r.text());
+        assert!(d < Duration::from_millis(1900), "legit request took {d:?}");
+    }
+    let (r, d) = hung.join().unwrap();
+    assert_eq!(r.status, 504, "hung request: {}", r.text());
+    assert!(d >= Duration::from_millis(1900) && d < Duration::from_millis(3000), "504 came after {d:?}");
+    assert!(r.header("x-request-id").is_some());
+    eprintln!("time to 504: {:?}", d);
+
+    // The spinning thread is abandoned after the grace period and replaced.
+    assert!(wait_for(Duration::from_secs(5), || metric(srv.admin, "vigil_threads_replaced_total") >= 1.0));
+    let restored = t0.elapsed();
+    eprintln!("capacity restored (replacement spawned) {:?} after the burst started", restored);
+    assert_eq!(metric(srv.admin, "vigil_threads_abandoned_total"), 1.0);
+    assert_eq!(metric(srv.admin, "vigil_threads_abandoned_alive"), 1.0);
+    assert_eq!(metric(srv.admin, "vigil_worker_threads"), 4.0);
+
+    // Four concurrent 0.8 s requests run in parallel: the pool is back to four threads.
+    let t = Instant::now();
+    let batch: Vec<_> = (0..4).map(|_| thread::spawn(move || get(addr, "/sleep?ms=800"))).collect();
+    for h in batch {
+        assert_eq!(h.join().unwrap().status, 200);
+    }
+    let d = t.elapsed();
+    eprintln!("4 concurrent 0.8 s requests after replacement took {:?}", d);
+    assert!(d < Duration::from_millis(1500), "4 × 0.8 s took {d:?}: the pool did not recover");
+    let logs = srv.logs().join("\n");
+    assert!(logs.contains("timeout id="), "timeout not logged:\n{logs}");
+    assert!(logs.contains("route=/spin"), "route not logged:\n{logs}");
+    assert!(logs.contains("abandoned thread"), "abandonment not logged:\n{logs}");
+}
+
+#[test]
+fn cooperative_spin_gets_504_and_no_thread_is_abandoned() {
+    let srv = ServerProc::start(&["--threads", "2", "--timeout", "1", "--cancel-grace", "2"]);
+    let (r, d) = timed_get(srv.addr, "/cooperative-spin");
+    assert_eq!(r.status, 504);
+    assert!(d < Duration::from_millis(2000), "{d:?}");
+    assert!(wait_for(Duration::from_secs(3), || metric(srv.admin, "vigil_cancellations_honored_total") >= 1.0));
+    assert_eq!(metric(srv.admin, "vigil_threads_abandoned_total"), 0.0);
+    assert_eq!(metric(srv.admin, "vigil_worker_threads"), 2.0);
+}
+
+#[test]
+fn report_with_progress_outlives_the_default_timeout() {
+    let srv = ServerProc::start(&["--threads", "2", "--timeout", "2"]);
+    let (r, d) = timed_get(srv.addr, "/report?secs=4");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(d >= Duration::from_secs(4));
+}
+
+#[test]
+fn report_that_stops_reporting_is_cut_by_its_stall_timeout() {
+    let srv = ServerProc::start(&["--threads", "2", "--timeout", "2"]);
+    let (r, d) = timed_get(srv.addr, "/report?secs=6&pause_ms=3000");
+    assert_eq!(r.status, 504, "{}", r.text());
+    // Pauses at 3 s, stall timeout 1 s: cut at about 4 s, well before the 6 s it would take.
+    assert!(d < Duration::from_millis(5500), "{d:?}");
+    assert!(wait_for(Duration::from_secs(2), || {
+        get(srv.admin, "/metrics").text().contains("vigil_request_timeouts_total{route=\"/report\",reason=\"stall\"} 1")
+    }));
+    let logs = srv.logs().join("\n");
+    assert!(logs.contains("paused"), "stage not logged:\n{logs}");
+}
+
+#[test]
+fn panic_is_500_and_the_thread_survives() {
+    let srv = ServerProc::start(&["--threads", "1"]);
+    assert_eq!(get(srv.addr, "/panic").status, 500);
+    assert_eq!(get(srv.addr, "/").text(), "hello");
+    assert_eq!(metric(srv.admin, "vigil_worker_threads"), 1.0);
+    assert_eq!(metric(srv.admin, "vigil_handler_panics_total"), 1.0);
+}
+
+#[test]
+fn full_queue_answers_503_without_running_the_handler() {
+    let srv = ServerProc::start(&["--threads", "1", "--backlog", "1"]);
+    let addr = srv.addr;
+    let busy = thread::spawn(move || get(addr, "/block?ms=1500"));
+    thread::sleep(Duration::from_millis(300));
+    let queued = thread::spawn(move || get(addr, "/block?ms=10"));
+    thread::sleep(Duration::from_millis(300));
+    let r = get(addr, "/");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(busy.join().unwrap().status, 200);
+    assert_eq!(queued.join().unwrap().status, 200);
+    assert!(get(srv.admin, "/metrics").text().contains("vigil_rejected_total{reason=\"queue_full\"} 1"));
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_lets_the_running_request_finish_and_exits_0() {
+    let mut srv = ServerProc::start(&["--threads", "2", "--graceful-timeout", "10"]);
+    let addr = srv.addr;
+    let req = thread::spawn(move || get(addr, "/sleep?ms=1500"));
+    thread::sleep(Duration::from_millis(400));
+    srv.terminate();
+    let r = req.join().unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(srv.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+#[cfg(unix)]
+#[test]
+fn drain_past_graceful_timeout_cancels_what_is_left_with_504() {
+    let mut srv = ServerProc::start(&["--threads", "2", "--graceful-timeout", "1", "--timeout", "30"]);
+    let addr = srv.addr;
+    let req = thread::spawn(move || timed_get(addr, "/sleep?ms=10000"));
+    thread::sleep(Duration::from_millis(300));
+    srv.terminate();
+    let (r, d) = req.join().unwrap();
+    assert_eq!(r.status, 504);
+    assert!(d < Duration::from_secs(5), "{d:?}");
+    assert_eq!(srv.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+#[test]
+fn invalid_flag_value_names_the_flag_and_exits_2() {
+    if std::env::var("VIGIL_SERVER_CMD").is_ok() {
+        return; // checked on the native binary only
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil")).args(["--threads", "zero"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--threads"), "{err}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil")).args(["--timeout", "-1s"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--timeout"));
+}

@@ -1,0 +1,198 @@
+//! In-process tests through the library API: a server on port 0 per test.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use vigil::{App, Ctx, Error, Request, Response, RouteOptions, Server, ServerHandle, Settings};
+
+fn settings() -> Settings {
+    Settings::default().bind("127.0.0.1:0".parse().unwrap()).admin_bind(Some("127.0.0.1:0".parse().unwrap()))
+}
+
+fn start(s: Settings, app: App) -> ServerHandle {
+    Server::start(s, app).expect("start server")
+}
+
+#[test]
+fn hung_handler_gets_504_and_thread_is_replaced() {
+    let app = App::new().get("/hang", |_: &Request, _: &Ctx| {
+        thread::sleep(Duration::from_secs(3));
+        Response::text("late")
+    });
+    let srv = start(
+        settings().threads(1).timeout(Duration::from_millis(300)).cancel_grace(Duration::from_millis(100)),
+        app.get("/", |_: &Request, _: &Ctx| Response::text("ok")),
+    );
+    let (r, d) = timed_get(srv.local_addr(), "/hang");
+    assert_eq!(r.status, 504);
+    assert!(d < Duration::from_millis(1500), "{d:?}");
+    // The only thread is stuck; its replacement serves the next request long before it returns.
+    let (r, d) = timed_get(srv.local_addr(), "/");
+    assert_eq!(r.text(), "ok");
+    assert!(d < Duration::from_millis(1500), "{d:?}");
+    let admin = srv.admin_addr().unwrap();
+    assert_eq!(metric(admin, "vigil_threads_abandoned_total"), 1.0);
+    assert_eq!(metric(admin, "vigil_threads_replaced_total"), 1.0);
+    assert_eq!(metric(admin, "vigil_worker_threads"), 1.0);
+    srv.stop();
+}
+
+#[test]
+fn on_cancel_callback_unblocks_a_blocking_call() {
+    let released = Arc::new(AtomicBool::new(false));
+    let rel = Arc::clone(&released);
+    let app = App::new().get("/wait", move |_: &Request, ctx: &Ctx| -> Result<Response, Error> {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let tx = std::sync::Mutex::new(Some(tx));
+        ctx.on_cancel(move || drop(tx.lock().unwrap().take()));
+        let _ = rx.recv(); // a blocking call that returns when the callback drops the sender
+        rel.store(true, Ordering::SeqCst);
+        ctx.checkpoint()?;
+        Ok(Response::text("not cancelled"))
+    });
+    let srv = start(settings().threads(1).timeout(Duration::from_millis(200)), app);
+    assert_eq!(get(srv.local_addr(), "/wait").status, 504);
+    assert!(wait_for(Duration::from_secs(2), || released.load(Ordering::SeqCst)));
+    let admin = srv.admin_addr().unwrap();
+    assert!(wait_for(Duration::from_secs(2), || metric(admin, "vigil_cancellations_honored_total") == 1.0));
+    assert_eq!(metric(admin, "vigil_threads_abandoned_total"), 0.0);
+    srv.stop();
+}
+
+#[test]
+fn handler_errors_map_to_their_status() {
+    let app = App::new()
+        .get("/teapot", |_: &Request, _: &Ctx| -> Result<Response, Error> { Err(Error::new(418, "short and stout")) })
+        .get("/items/:id", |req: &Request, _: &Ctx| Response::text(format!("item {}", req.param("id").unwrap())));
+    let srv = start(settings(), app);
+    let r = get(srv.local_addr(), "/teapot");
+    assert_eq!(r.status, 418);
+    assert_eq!(r.text(), "short and stout\n");
+    assert_eq!(get(srv.local_addr(), "/items/7").text(), "item 7");
+    let r = raw(srv.local_addr(), b"DELETE /items/7 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("GET, HEAD"));
+    srv.stop();
+}
+
+#[test]
+fn deadline_and_remaining_reflect_the_route_timeout() {
+    let app = App::new().route(
+        "GET",
+        "/budget",
+        RouteOptions::new().timeout(Duration::from_secs(5)),
+        |_: &Request, ctx: &Ctx| Response::text(format!("{}", ctx.remaining().as_millis())),
+    );
+    // The route asks for 5 s but may not exceed the 2 s default.
+    let srv = start(settings().timeout(Duration::from_secs(2)), app);
+    let ms: u64 = get(srv.local_addr(), "/budget").text().parse().unwrap();
+    assert!(ms > 1000 && ms <= 2000, "{ms}");
+    srv.stop();
+}
+
+#[test]
+fn max_requests_retires_threads_without_dropping_requests() {
+    let seen = Arc::new(parking_lot::Mutex::new(std::collections::HashSet::new()));
+    let seen2 = Arc::clone(&seen);
+    let app = App::new().get("/who", move |_: &Request, _: &Ctx| {
+        let name = thread::current().name().unwrap_or("").to_string();
+        seen2.lock().insert(name.clone());
+        Response::text(name)
+    });
+    let srv = start(settings().threads(2).max_requests(3).max_requests_jitter(2), app);
+    let addr = srv.local_addr();
+    let handles: Vec<_> = (0..4)
+        .map(|_| thread::spawn(move || (0..10).map(|_| get(addr, "/who").status).collect::<Vec<_>>()))
+        .collect();
+    for h in handles {
+        assert!(h.join().unwrap().iter().all(|&s| s == 200));
+    }
+    assert!(seen.lock().len() >= 40 / 5, "threads seen: {:?}", seen.lock());
+    let admin = srv.admin_addr().unwrap();
+    assert!(metric(admin, "vigil_threads_retired_total") >= 7.0);
+    assert!(wait_for(Duration::from_secs(2), || metric(admin, "vigil_worker_threads") == 2.0));
+    srv.stop();
+}
+
+#[test]
+fn idle_keepalive_connection_is_closed_after_keepalive_timeout() {
+    let srv = start(settings().keepalive(Duration::from_millis(300)), vigil::demo::app(Duration::from_secs(30)));
+    let mut s = TcpStream::connect(srv.local_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut s, false).unwrap().status, 200);
+    let t = Instant::now();
+    let mut b = [0u8; 16];
+    use std::io::Read;
+    assert_eq!(s.read(&mut b).unwrap_or(0), 0, "connection should be closed");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    srv.stop();
+}
+
+#[test]
+fn request_id_is_echoed_or_generated() {
+    let srv = start(settings(), vigil::demo::app(Duration::from_secs(30)));
+    let r = raw(srv.local_addr(), b"GET / HTTP/1.1\r\nHost: x\r\nX-Request-Id: abc-123\r\nConnection: close\r\n\r\n").unwrap();
+    assert_eq!(r.header("x-request-id"), Some("abc-123"));
+    let a = get(srv.local_addr(), "/");
+    let b = get(srv.local_addr(), "/");
+    assert_ne!(a.header("x-request-id"), b.header("x-request-id"));
+    srv.stop();
+}
+
+#[test]
+fn too_many_abandoned_threads_fail_readiness() {
+    let stuck = Arc::new(AtomicUsize::new(0));
+    let s2 = Arc::clone(&stuck);
+    let app = App::new().get("/stuck", move |_: &Request, _: &Ctx| {
+        s2.fetch_add(1, Ordering::SeqCst);
+        thread::sleep(Duration::from_secs(4));
+        Response::text("late")
+    });
+    let srv = start(
+        settings().threads(2).max_abandoned(Some(1)).timeout(Duration::from_millis(200)).cancel_grace(Duration::ZERO),
+        app,
+    );
+    let admin = srv.admin_addr().unwrap();
+    assert_eq!(get(admin, "/readyz").status, 200);
+    let addr = srv.local_addr();
+    let hs: Vec<_> = (0..2).map(|_| thread::spawn(move || get(addr, "/stuck").status)).collect();
+    for h in hs {
+        assert_eq!(h.join().unwrap(), 504);
+    }
+    assert!(wait_for(Duration::from_secs(2), || metric(admin, "vigil_threads_abandoned_alive") == 2.0));
+    let r = get(admin, "/readyz");
+    assert_eq!(r.status, 503);
+    assert!(r.text().contains("max-abandoned"), "{}", r.text());
+    assert_eq!(get(admin, "/healthz").status, 200);
+    // Capacity is still there: the pool was refilled.
+    assert_eq!(get(addr, "/nope").status, 404);
+    assert_eq!(metric(admin, "vigil_worker_threads"), 2.0);
+    srv.stop();
+}
+
+#[test]
+fn readiness_fails_while_draining() {
+    let app = App::new().get("/slow", |_: &Request, ctx: &Ctx| -> Result<Response, Error> {
+        ctx.sleep(Duration::from_millis(800))?;
+        Ok(Response::text("done"))
+    });
+    let srv = start(settings(), app);
+    let addr = srv.local_addr();
+    let admin = srv.admin_addr().unwrap();
+    let req = thread::spawn(move || get(addr, "/slow"));
+    thread::sleep(Duration::from_millis(200));
+    srv.shutdown();
+    let r = get(admin, "/readyz");
+    assert_eq!(r.status, 503);
+    assert!(r.text().contains("draining"));
+    assert_eq!(req.join().unwrap().status, 200);
+    srv.wait();
+}
