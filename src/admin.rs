@@ -29,7 +29,9 @@ pub(crate) fn spawn(listener: TcpListener, shared: Arc<Shared>) {
                 match stream {
                     Ok(s) => {
                         let shared = Arc::clone(&shared);
-                        let _ = std::thread::Builder::new().name("vigil-admin-conn".into()).spawn(move || serve(s, &shared));
+                        let _ = std::thread::Builder::new()
+                            .name("vigil-admin-conn".into())
+                            .spawn(move || serve(s, &shared));
                     }
                     Err(e) => {
                         error!("admin accept failed: {e}");
@@ -56,7 +58,11 @@ fn serve(mut s: TcpStream, shared: &Shared) {
                 },
                 _ => {
                     let mut out = Vec::new();
-                    encode(&Response::error(400, "bad request"), &Framing { head_only: false, close: true, request_id: None }, &mut out);
+                    encode(
+                        &Response::error(400, "bad request"),
+                        &Framing { head_only: false, close: true, request_id: None },
+                        &mut out,
+                    );
                     let _ = s.write_all(&out);
                     return;
                 }
@@ -83,7 +89,8 @@ fn serve(mut s: TcpStream, shared: &Shared) {
 
 fn route(path: &str, shared: &Shared) -> Response {
     match path {
-        "/metrics" => Response::text(shared.metrics.render(shared.queue.depth())).with_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8"),
+        "/metrics" => Response::text(shared.metrics.render(shared.queue.depth()))
+            .with_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8"),
         "/healthz" => match shared.live() {
             Ok(()) => Response::text("ok\n"),
             Err(why) => Response::error(503, &why),

@@ -209,7 +209,10 @@ enum Segment {
 
 /// What routing found for a method and path.
 pub(crate) enum Routed {
-    Found { route: usize, params: Vec<(Box<str>, Box<str>)> },
+    Found {
+        route: usize,
+        params: Vec<(Box<str>, Box<str>)>,
+    },
     /// The path exists under other methods (for 405 with `Allow`).
     MethodNotAllowed(String),
     NotFound,

@@ -246,7 +246,11 @@ impl Conn<'_> {
                 let resp = match e {
                     SubmitError::Full => {
                         shared.metrics.reject(Rejected::QueueFull);
-                        warn!("queue full (--backlog {}): id={} answered 503", shared.settings.effective_backlog(), job.req.id());
+                        warn!(
+                            "queue full (--backlog {}): id={} answered 503",
+                            shared.settings.effective_backlog(),
+                            job.req.id()
+                        );
                         Response::error(503, "server busy: request queue full").with_header("Retry-After", "1")
                     }
                     SubmitError::Closed => Response::error(503, "server shutting down"),
@@ -313,7 +317,14 @@ impl Conn<'_> {
     }
 
     /// Answers without a handler (404, 405, draining). A body we did not read closes the connection.
-    fn answer_directly(&mut self, resp: Response, head: &Head, id: &str, close_anyway: bool, t0: u64) -> Result<bool, Stop> {
+    fn answer_directly(
+        &mut self,
+        resp: Response,
+        head: &Head,
+        id: &str,
+        close_anyway: bool,
+        t0: u64,
+    ) -> Result<bool, Stop> {
         let close = close_anyway || !head.keep_alive || self.shared.settings.keepalive.is_zero();
         let head_only = self.last_method_is_head;
         encode(&resp, &Framing { head_only, close, request_id: Some(id) }, &mut self.wbuf);

@@ -25,7 +25,9 @@ use crate::{App, Cancelled, Ctx, Error, Request, Response, RouteOptions};
 fn ms_param(req: &Request, name: &str, default: u64) -> Result<u64, Error> {
     match req.query_param(name) {
         None => Ok(default),
-        Some(v) => v.parse().map_err(|_| Error::new(400, format!("query parameter {name} must be a non-negative integer"))),
+        Some(v) => {
+            v.parse().map_err(|_| Error::new(400, format!("query parameter {name} must be a non-negative integer")))
+        }
     }
 }
 

@@ -114,10 +114,8 @@ impl Metrics {
         };
         let mut rm: Vec<RouteMetrics> = routes.into_iter().map(|(l, t)| mk(l, t)).collect();
         rm.push(mk("unmatched".into(), default_timeout));
-        let start_time = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
+        let start_time =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
         Metrics {
             routes: rm,
             cancellations_honored: AtomicU64::new(0),
@@ -167,7 +165,10 @@ impl Metrics {
 
     /// Requests answered with `status`, over all routes (for tests and the dashboard).
     pub fn status_count(&self, status: u16) -> u64 {
-        self.routes.iter().map(|r| r.statuses.get((status as usize).wrapping_sub(100)).map_or(0, |c| c.load(Relaxed))).sum()
+        self.routes
+            .iter()
+            .map(|r| r.statuses.get((status as usize).wrapping_sub(100)).map_or(0, |c| c.load(Relaxed)))
+            .sum()
     }
 
     /// The Prometheus text exposition (format 0.0.4).
@@ -181,7 +182,8 @@ impl Metrics {
             for (i, c) in r.statuses.iter().enumerate() {
                 let n = c.load(Relaxed);
                 if n > 0 {
-                    let _ = writeln!(o, "vigil_requests_total{{route=\"{}\",status=\"{}\"}} {n}", esc(&r.label), i + 100);
+                    let _ =
+                        writeln!(o, "vigil_requests_total{{route=\"{}\",status=\"{}\"}} {n}", esc(&r.label), i + 100);
                 }
             }
         }
@@ -193,7 +195,12 @@ impl Metrics {
         for r in &self.routes {
             r.budget.render(&mut o, "vigil_budget_used_ratio", &format!("route=\"{}\"", esc(&r.label)));
         }
-        help(&mut o, "vigil_request_timeouts_total", "counter", "Requests timed out by the watchdog, by route and reason.");
+        help(
+            &mut o,
+            "vigil_request_timeouts_total",
+            "counter",
+            "Requests timed out by the watchdog, by route and reason.",
+        );
         for r in &self.routes {
             for reason in TimeoutReason::ALL {
                 let _ = writeln!(
@@ -205,17 +212,43 @@ impl Metrics {
                 );
             }
         }
-        help(&mut o, "vigil_rejected_total", "counter", "Requests or connections refused before a handler ran, by reason.");
+        help(
+            &mut o,
+            "vigil_rejected_total",
+            "counter",
+            "Requests or connections refused before a handler ran, by reason.",
+        );
         for why in Rejected::ALL {
-            let _ = writeln!(o, "vigil_rejected_total{{reason=\"{}\"}} {}", why.label(), self.rejected[why as usize].load(Relaxed));
+            let _ = writeln!(
+                o,
+                "vigil_rejected_total{{reason=\"{}\"}} {}",
+                why.label(),
+                self.rejected[why as usize].load(Relaxed)
+            );
         }
         help(&mut o, "vigil_queue_wait_seconds", "histogram", "Time requests waited in the queue for a worker thread.");
         self.queue_wait.render(&mut o, "vigil_queue_wait_seconds", "");
         let counters: [(&str, &str, u64); 5] = [
-            ("vigil_cancellations_honored_total", "Cancelled handlers that returned within the grace period.", self.cancellations_honored.load(Relaxed)),
-            ("vigil_threads_abandoned_total", "Worker threads given up because their handler ignored cancellation.", self.threads_abandoned_total.load(Relaxed)),
-            ("vigil_threads_replaced_total", "Worker threads spawned to replace abandoned ones.", self.threads_replaced_total.load(Relaxed)),
-            ("vigil_threads_retired_total", "Worker threads retired after --max-requests.", self.threads_retired_total.load(Relaxed)),
+            (
+                "vigil_cancellations_honored_total",
+                "Cancelled handlers that returned within the grace period.",
+                self.cancellations_honored.load(Relaxed),
+            ),
+            (
+                "vigil_threads_abandoned_total",
+                "Worker threads given up because their handler ignored cancellation.",
+                self.threads_abandoned_total.load(Relaxed),
+            ),
+            (
+                "vigil_threads_replaced_total",
+                "Worker threads spawned to replace abandoned ones.",
+                self.threads_replaced_total.load(Relaxed),
+            ),
+            (
+                "vigil_threads_retired_total",
+                "Worker threads retired after --max-requests.",
+                self.threads_retired_total.load(Relaxed),
+            ),
             ("vigil_handler_panics_total", "Handler panics (each answered 500).", self.handler_panics.load(Relaxed)),
         ];
         for (name, text, v) in counters {
@@ -223,7 +256,11 @@ impl Metrics {
             let _ = writeln!(o, "{name} {v}");
         }
         let gauges: [(&str, &str, i64); 6] = [
-            ("vigil_threads_abandoned_alive", "Abandoned threads still running their handler.", self.threads_abandoned_alive.load(Relaxed)),
+            (
+                "vigil_threads_abandoned_alive",
+                "Abandoned threads still running their handler.",
+                self.threads_abandoned_alive.load(Relaxed),
+            ),
             ("vigil_worker_threads", "Live worker threads in the pool.", self.worker_threads.load(Relaxed)),
             ("vigil_worker_threads_busy", "Worker threads running a handler.", self.workers_busy.load(Relaxed)),
             ("vigil_requests_in_flight", "Requests read and not yet answered.", self.requests_in_flight.load(Relaxed)),
@@ -238,7 +275,12 @@ impl Metrics {
             help(&mut o, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
             let _ = writeln!(o, "process_resident_memory_bytes {rss}");
         }
-        help(&mut o, "process_start_time_seconds", "gauge", "Start time of the process since the Unix epoch in seconds.");
+        help(
+            &mut o,
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since the Unix epoch in seconds.",
+        );
         let _ = writeln!(o, "process_start_time_seconds {}", self.start_time);
         o
     }

@@ -91,7 +91,9 @@ fn worker(shared: Arc<Shared>, id: u32) {
         if limit != 0 && served >= limit {
             shared.metrics.threads_retired_total.fetch_add(1, Relaxed);
             let next = spawn_worker(&shared);
-            info!("vigil-worker-{id} retiring after {served} requests (--max-requests); replaced by vigil-worker-{next}");
+            info!(
+                "vigil-worker-{id} retiring after {served} requests (--max-requests); replaced by vigil-worker-{next}"
+            );
             break;
         }
     }
@@ -109,7 +111,11 @@ fn run_one(shared: &Arc<Shared>, job: &Arc<Inflight>, id: u32) -> bool {
     }
     if now >= job.deadline_ns {
         shared.metrics.timeout(job.route, crate::watchdog::TimeoutReason::Queue);
-        warn!("timeout id={} route={} reason=queue: deadline passed while queued; answered 503 without running", job.req.id(), job.route_name(shared));
+        warn!(
+            "timeout id={} route={} reason=queue: deadline passed while queued; answered 503 without running",
+            job.req.id(),
+            job.route_name(shared)
+        );
         job.answer(Response::error(503, "deadline passed while queued").with_header("Retry-After", "1"), shared);
         job.state.store(state::DONE, Release);
         return false;

@@ -36,7 +36,11 @@ impl Response {
             Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
             Cow::Owned(s) => Cow::Owned(s.into_bytes()),
         };
-        Response { status: 200, headers: vec![(Cow::Borrowed("Content-Type"), Cow::Borrowed("text/plain; charset=utf-8"))], body }
+        Response {
+            status: 200,
+            headers: vec![(Cow::Borrowed("Content-Type"), Cow::Borrowed("text/plain; charset=utf-8"))],
+            body,
+        }
     }
 
     /// `200 OK` with an `application/json` body (already serialized).
@@ -176,7 +180,9 @@ pub(crate) fn encode(resp: &Response, f: &Framing<'_>, out: &mut Vec<u8>) {
 }
 
 fn is_managed(name: &str) -> bool {
-    ["content-length", "date", "connection", "transfer-encoding", "x-request-id"].iter().any(|m| name.eq_ignore_ascii_case(m))
+    ["content-length", "date", "connection", "transfer-encoding", "x-request-id"]
+        .iter()
+        .any(|m| name.eq_ignore_ascii_case(m))
 }
 
 /// Handlers can put anything in a header; refuse what would split the response.

@@ -165,7 +165,10 @@ impl Server {
             .map(|r| {
                 let t = r.options.effective_timeout(settings.timeout);
                 if r.options.get_timeout().is_some_and(|x| x > t) {
-                    warn!("route {} {}: timeout capped at --timeout {:?} (use exceed_default to allow more)", r.method, r.pattern, t);
+                    warn!(
+                        "route {} {}: timeout capped at --timeout {:?} (use exceed_default to allow more)",
+                        r.method, r.pattern, t
+                    );
                 }
                 (t, r.options.get_stall_timeout())
             })
@@ -191,7 +194,11 @@ impl Server {
         let (register, register_rx) = crossbeam_channel::unbounded();
         let threads = settings.threads;
         let queue = Queue::new(settings.effective_backlog());
-        let id_prefix = format!("{:08x}", (clock::now_ns() ^ std::process::id() as u64 ^ addr.port() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32);
+        let id_prefix = format!(
+            "{:08x}",
+            (clock::now_ns() ^ std::process::id() as u64 ^ addr.port() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                >> 32
+        );
         let shared = Arc::new(Shared {
             settings,
             limits,

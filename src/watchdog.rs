@@ -287,7 +287,10 @@ pub(crate) struct TimeoutRecord {
 }
 
 /// Starts the watchdog thread.
-pub(crate) fn spawn(shared: Arc<Shared>, rx: crossbeam_channel::Receiver<Arc<Inflight>>) -> std::thread::JoinHandle<()> {
+pub(crate) fn spawn(
+    shared: Arc<Shared>,
+    rx: crossbeam_channel::Receiver<Arc<Inflight>>,
+) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("vigil-watchdog".into())
         .spawn(move || run(shared, rx))
@@ -413,7 +416,9 @@ fn abandon(shared: &Arc<Shared>, r: &Inflight, now: u64, grace: u64) {
     );
     let max = shared.settings.effective_max_abandoned() as i64;
     if alive > max {
-        error!("abandoned threads alive ({alive}) exceed --max-abandoned ({max}): readiness now fails until some finish");
+        error!(
+            "abandoned threads alive ({alive}) exceed --max-abandoned ({max}): readiness now fails until some finish"
+        );
     }
 }
 

@@ -108,9 +108,8 @@ fn max_requests_retires_threads_without_dropping_requests() {
     });
     let srv = start(settings().threads(2).max_requests(3).max_requests_jitter(2), app);
     let addr = srv.local_addr();
-    let handles: Vec<_> = (0..4)
-        .map(|_| thread::spawn(move || (0..10).map(|_| get(addr, "/who").status).collect::<Vec<_>>()))
-        .collect();
+    let handles: Vec<_> =
+        (0..4).map(|_| thread::spawn(move || (0..10).map(|_| get(addr, "/who").status).collect::<Vec<_>>())).collect();
     for h in handles {
         assert!(h.join().unwrap().iter().all(|&s| s == 200));
     }
@@ -139,7 +138,8 @@ fn idle_keepalive_connection_is_closed_after_keepalive_timeout() {
 #[test]
 fn request_id_is_echoed_or_generated() {
     let srv = start(settings(), vigil::demo::app(Duration::from_secs(30)));
-    let r = raw(srv.local_addr(), b"GET / HTTP/1.1\r\nHost: x\r\nX-Request-Id: abc-123\r\nConnection: close\r\n\r\n").unwrap();
+    let r = raw(srv.local_addr(), b"GET / HTTP/1.1\r\nHost: x\r\nX-Request-Id: abc-123\r\nConnection: close\r\n\r\n")
+        .unwrap();
     assert_eq!(r.header("x-request-id"), Some("abc-123"));
     let a = get(srv.local_addr(), "/");
     let b = get(srv.local_addr(), "/");

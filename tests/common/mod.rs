@@ -33,7 +33,10 @@ pub fn read_response(s: &mut TcpStream, head_only: bool) -> std::io::Result<Resp
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
         if s.read(&mut byte)? == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("closed after {} bytes of head", buf.len())));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("closed after {} bytes of head", buf.len()),
+            ));
         }
         buf.push(byte[0]);
     }
