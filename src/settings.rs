@@ -16,8 +16,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::parse::{
-    DEFAULT_MAX_BODY, DEFAULT_MAX_FIELDS, DEFAULT_MAX_FIELD_SIZE, DEFAULT_MAX_HEAD_BYTES,
-    DEFAULT_MAX_REQUEST_LINE,
+    DEFAULT_MAX_BODY, DEFAULT_MAX_FIELDS, DEFAULT_MAX_FIELD_SIZE, DEFAULT_MAX_HEAD_BYTES, DEFAULT_MAX_REQUEST_LINE,
 };
 
 /// The settings table. Each row reads
@@ -65,7 +64,7 @@ macro_rules! settings_table {
             header_timeout: Duration = secs(10), DURATION, Above(Duration::ZERO);
             /// time to receive the whole request body; slower gets 408.
             body_timeout: Duration = secs(30), DURATION, Above(Duration::ZERO);
-            /// time a response write may stall (client not reading) before the connection is dropped.
+            /// time a response write may stall (client not reading) before the connection drops.
             write_timeout: Duration = secs(30), DURATION, Above(Duration::ZERO);
             /// most open client connections; beyond it, new ones get 503 and are closed.
             max_connections: usize = 10_000, INT, AtLeast(1);
@@ -141,7 +140,7 @@ macro_rules! generate_settings {
                         flag: flag(stringify!($field)),
                         format: $kind.format,
                         accepted: Rule::describe(&$accept, &$kind.show),
-                        default: shown_default!($($shown)?; format!("`{}`", ($kind.show)(&$default))),
+                        default: shown_default!($($shown)?; code(($kind.show)(&$default))),
                         doc: concat!($($doc),+),
                     },
                 )*]
@@ -170,8 +169,9 @@ macro_rules! generate_settings {
                 let mut settings = Settings::default();
                 $(
                     if let Some(text) = Given::given(&cli.$field) {
-                        settings.$field = ($kind.parse)(text)
-                            .map_err(|message| SettingsError::new(&flag(stringify!($field)), message))?;
+                        settings.$field = ($kind.parse)(text).map_err(|message| {
+                            SettingsError::new(&flag(stringify!($field)), message)
+                        })?;
                     }
                 )*
                 settings.validate()?;
@@ -264,10 +264,7 @@ pub struct SettingsError {
 
 impl SettingsError {
     fn new(flag: &str, message: impl Into<String>) -> SettingsError {
-        SettingsError {
-            flag: flag.to_string(),
-            message: message.into(),
-        }
+        SettingsError { flag: flag.to_string(), message: message.into() }
     }
 
     /// Whether this is `--help` being asked for rather than an error; `message` is the help.
@@ -306,10 +303,7 @@ impl Settings {
         self.check_ranges()?;
         if let Some(admin) = self.admin_bind {
             if admin == self.bind && admin.port() != 0 {
-                return Err(SettingsError::new(
-                    "--admin-bind",
-                    format!("must differ from --bind, both are {admin}"),
-                ));
+                return Err(SettingsError::new("--admin-bind", format!("must differ from --bind, both are {admin}")));
             }
         }
         Ok(())
@@ -374,9 +368,7 @@ impl Settings {
         for &arg in args {
             flags_done |= arg == "--";
             match arg.split_once('=') {
-                Some((flag, value)) if !flags_done && flag.starts_with("--") => {
-                    split.extend([flag, value])
-                }
+                Some((flag, value)) if !flags_done && flag.starts_with("--") => split.extend([flag, value]),
                 _ => split.push(arg),
             }
         }
@@ -393,16 +385,10 @@ impl Settings {
     /// For `main`: parses the process's arguments. On `--help`, prints the help to stdout and
     /// exits with 0; on an error, prints `vigil: <error>` and a hint to stderr and exits with 2.
     pub fn from_env_args_or_exit() -> Settings {
-        let args: Result<Vec<String>, _> = std::env::args_os()
-            .skip(1)
-            .map(|a| a.into_string())
-            .collect();
+        let args: Result<Vec<String>, _> = std::env::args_os().skip(1).map(|a| a.into_string()).collect();
         let result = match &args {
             Ok(args) => Settings::from_args(&args.iter().map(String::as_str).collect::<Vec<_>>()),
-            Err(bad) => Err(SettingsError::new(
-                "",
-                format!("argument {bad:?} is not valid UTF-8"),
-            )),
+            Err(bad) => Err(SettingsError::new("", format!("argument {bad:?} is not valid UTF-8"))),
         };
         match result {
             Ok(settings) => settings,
@@ -478,28 +464,16 @@ impl Row {
 /// argh's help with a short usage line, followed by every default and value format.
 fn help_text(argh_help: &str) -> String {
     // argh's usage line lists every flag; the options below already do.
-    let options = argh_help
-        .split_once("\n\n")
-        .map_or(argh_help, |(_usage, rest)| rest);
-    let mut help = format!(
-        "Usage: vigil [options]\n\n{}\n\nDefaults and values:\n",
-        options.trim_end()
-    );
+    let options = argh_help.split_once("\n\n").map_or(argh_help, |(_usage, rest)| rest);
+    let mut help = format!("Usage: vigil [options]\n\n{}\n\nDefaults and values:\n", options.trim_end());
     let rows: Vec<[String; 3]> = Settings::rows()
         .into_iter()
         .map(|row| [row.value(), row.flag, row.default].map(|cell| cell.replace('`', "")))
         .collect();
-    let width = |i: usize| {
-        rows.iter()
-            .map(|row| row[i].chars().count())
-            .max()
-            .unwrap_or(0)
-    };
+    let width = |i: usize| rows.iter().map(|row| row[i].chars().count()).max().unwrap_or(0);
     let (flag_width, default_width) = (width(1), width(2));
     for [value, flag, default] in &rows {
-        help.push_str(&format!(
-            "  {flag:flag_width$}  {default:default_width$}  {value}\n"
-        ));
+        help.push_str(&format!("  {flag:flag_width$}  {default:default_width$}  {value}\n"));
     }
     help.push_str(
         "\nDurations: 2 (seconds), 1.5, 250us, 500ms, 2s, 1m, 1h.\n\
@@ -516,6 +490,11 @@ fn sentence(doc: &str) -> String {
         Some(first) => first.to_uppercase().chain(chars).collect(),
         None => doc,
     }
+}
+
+/// Markdown code: `text` in backticks.
+fn code(text: String) -> String {
+    format!("`{text}`")
 }
 
 /// The flag of a field: `max_body` → `--max-body`.
@@ -550,11 +529,7 @@ struct Kind<T> {
     show: fn(&T) -> String,
 }
 
-const ADDR: Kind<SocketAddr> = Kind {
-    format: "`host:port`",
-    parse: parse_addr,
-    show: |addr| addr.to_string(),
-};
+const ADDR: Kind<SocketAddr> = Kind { format: "`host:port`", parse: parse_addr, show: |addr| addr.to_string() };
 const ADDR_OR_OFF: Kind<Option<SocketAddr>> = Kind {
     format: "`host:port` or `off`",
     parse: |s| {
@@ -566,16 +541,8 @@ const ADDR_OR_OFF: Kind<Option<SocketAddr>> = Kind {
     },
     show: |addr| addr.map_or("off".to_string(), |a| a.to_string()),
 };
-const INT: Kind<usize> = Kind {
-    format: "integer",
-    parse: parse_int,
-    show: usize::to_string,
-};
-const INT64: Kind<u64> = Kind {
-    format: "integer",
-    parse: parse_int,
-    show: u64::to_string,
-};
+const INT: Kind<usize> = Kind { format: "integer", parse: parse_int, show: usize::to_string };
+const INT64: Kind<u64> = Kind { format: "integer", parse: parse_int, show: u64::to_string };
 const INT_OR_AUTO: Kind<Option<usize>> = Kind {
     format: "integer or `auto`",
     parse: |s| {
@@ -589,28 +556,13 @@ const INT_OR_AUTO: Kind<Option<usize>> = Kind {
 };
 const BYTES: Kind<usize> = Kind {
     format: "size",
-    parse: |s| {
-        parse_size(s)?
-            .try_into()
-            .map_err(|_| format!("size {s:?} is too large"))
-    },
+    parse: |s| parse_size(s)?.try_into().map_err(|_| format!("size {s:?} is too large")),
     show: |&n| show_size(n as u64),
 };
-const SIZE: Kind<u64> = Kind {
-    format: "size",
-    parse: parse_size,
-    show: |&n| show_size(n),
-};
-const DURATION: Kind<Duration> = Kind {
-    format: "duration",
-    parse: parse_duration,
-    show: show_duration,
-};
-const LOG_FORMAT: Kind<LogFormat> = Kind {
-    format: "`text` or `json`",
-    parse: LogFormat::from_str,
-    show: LogFormat::to_string,
-};
+const SIZE: Kind<u64> = Kind { format: "size", parse: parse_size, show: |&n| show_size(n) };
+const DURATION: Kind<Duration> = Kind { format: "duration", parse: parse_duration, show: show_duration };
+const LOG_FORMAT: Kind<LogFormat> =
+    Kind { format: "`text` or `json`", parse: LogFormat::from_str, show: LogFormat::to_string };
 const SWITCH: Kind<bool> = Kind {
     format: "switch (no value)",
     parse: |s| match s {
@@ -622,9 +574,7 @@ const SWITCH: Kind<bool> = Kind {
 };
 
 fn parse_int<T: FromStr>(s: &str) -> Result<T, String> {
-    s.trim()
-        .parse()
-        .map_err(|_| format!("expected a non-negative integer, got {s:?}"))
+    s.trim().parse().map_err(|_| format!("expected a non-negative integer, got {s:?}"))
 }
 
 /// `127.0.0.1:8080`, `[::1]:8080`, `0.0.0.0:80`, or `localhost:8080`.
@@ -635,8 +585,7 @@ fn parse_addr(s: &str) -> Result<SocketAddr, String> {
             return Ok(loopback(port));
         }
     }
-    s.parse()
-        .map_err(|_| format!("expected host:port like 127.0.0.1:8080 or [::1]:8080, got {s:?}"))
+    s.parse().map_err(|_| format!("expected host:port like 127.0.0.1:8080 or [::1]:8080, got {s:?}"))
 }
 
 // ---- Accepted values: a range that words its own error and its line in the docs ----
@@ -774,8 +723,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => return Err(bad()),
     };
     let nanos = scale(number, unit_nanos).ok_or_else(bad)?;
-    let secs =
-        u64::try_from(nanos / NANOS_PER_SEC).map_err(|_| format!("duration {s:?} is too long"))?;
+    let secs = u64::try_from(nanos / NANOS_PER_SEC).map_err(|_| format!("duration {s:?} is too long"))?;
     Ok(Duration::new(secs, (nanos % NANOS_PER_SEC) as u32))
 }
 
@@ -808,9 +756,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 /// Splits `" 1.5 ms "` into `("1.5", "ms")`.
 fn split_number(s: &str) -> (&str, &str) {
     let s = s.trim();
-    let end = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
+    let end = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     (&s[..end], s[end..].trim_start())
 }
 
@@ -845,10 +791,7 @@ fn show_duration(d: &Duration) -> String {
         ("us", 1_000),
         ("ns", 1),
     ];
-    let (unit, size) = units
-        .into_iter()
-        .find(|&(_, size)| nanos.is_multiple_of(size))
-        .unwrap_or(("ns", 1));
+    let (unit, size) = units.into_iter().find(|&(_, size)| nanos.is_multiple_of(size)).unwrap_or(("ns", 1));
     format!("{}{unit}", nanos / size)
 }
 
@@ -912,29 +855,13 @@ mod tests {
             assert!(parse_duration(text).is_err(), "{text:?} was accepted");
         }
         let message = parse_duration("soon").unwrap_err();
-        assert!(
-            message.contains("\"soon\"") && message.contains("500ms"),
-            "{message}"
-        );
+        assert!(message.contains("\"soon\"") && message.contains("500ms"), "{message}");
     }
 
     #[test]
     fn durations_show_in_a_form_that_parses_back() {
-        for d in [
-            Duration::ZERO,
-            ms(10),
-            ms(1500),
-            secs(30),
-            secs(90),
-            secs(7200),
-            Duration::from_nanos(3),
-        ] {
-            assert_eq!(
-                parse_duration(&show_duration(&d)),
-                Ok(d),
-                "{}",
-                show_duration(&d)
-            );
+        for d in [Duration::ZERO, ms(10), ms(1500), secs(30), secs(90), secs(7200), Duration::from_nanos(3)] {
+            assert_eq!(parse_duration(&show_duration(&d)), Ok(d), "{}", show_duration(&d));
         }
         assert_eq!(show_duration(&secs(60)), "1m");
         assert_eq!(show_duration(&ms(1500)), "1500ms");
@@ -957,17 +884,7 @@ mod tests {
         ] {
             assert_eq!(parse_size(text), Ok(want), "{text:?}");
         }
-        for text in [
-            "",
-            "-1",
-            "k",
-            "10x",
-            "1e6",
-            "10 apples",
-            "99999999999t",
-            "1.k",
-            "10ib",
-        ] {
+        for text in ["", "-1", "k", "10x", "1e6", "10 apples", "99999999999t", "1.k", "10ib"] {
             assert!(parse_size(text).is_err(), "{text:?} was accepted");
         }
         assert_eq!(show_size(10 << 20), "10MiB");
@@ -982,29 +899,15 @@ mod tests {
         assert_eq!(s.threads, default_threads());
         assert_eq!(s.effective_backlog(), 2 * s.threads);
         assert_eq!(s.effective_max_abandoned(), s.threads);
-        assert_eq!(
-            (s.timeout, s.cancel_grace, s.graceful_timeout),
-            (secs(30), secs(5), secs(30))
-        );
+        assert_eq!((s.timeout, s.cancel_grace, s.graceful_timeout), (secs(30), secs(5), secs(30)));
         assert_eq!((s.keepalive, s.watchdog_tick), (secs(5), ms(10)));
+        assert_eq!((s.max_requests, s.max_requests_jitter, s.max_abandoned), (0, 0, None));
         assert_eq!(
-            (s.max_requests, s.max_requests_jitter, s.max_abandoned),
-            (0, 0, None)
-        );
-        assert_eq!(
-            (
-                s.limit_request_line,
-                s.limit_request_fields,
-                s.limit_request_field_size,
-                s.limit_request_head
-            ),
+            (s.limit_request_line, s.limit_request_fields, s.limit_request_field_size, s.limit_request_head),
             (8190, 100, 8190, 65536)
         );
         assert_eq!(s.max_body, 10 << 20);
-        assert_eq!(
-            (s.header_timeout, s.body_timeout, s.write_timeout),
-            (secs(10), secs(30), secs(30))
-        );
+        assert_eq!((s.header_timeout, s.body_timeout, s.write_timeout), (secs(10), secs(30), secs(30)));
         assert_eq!(s.max_connections, 10_000);
         assert_eq!(s.log_format, LogFormat::Text);
         assert!(!s.access_log);
@@ -1030,10 +933,7 @@ mod tests {
             .log_format(LogFormat::Json)
             .access_log(true);
         assert_eq!((s.bind, s.admin_bind, s.threads), (loopback(0), None, 2));
-        assert_eq!(
-            (s.effective_backlog(), s.timeout, s.max_body),
-            (7, secs(1), 1024)
-        );
+        assert_eq!((s.effective_backlog(), s.timeout, s.max_body), (7, secs(1), 1024));
         assert_eq!((s.log_format, s.access_log), (LogFormat::Json, true));
         assert_eq!(s.effective_max_abandoned(), 2);
     }
@@ -1062,10 +962,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(s.bind, "0.0.0.0:0".parse().unwrap());
-        assert_eq!(
-            (s.threads, s.backlog, s.max_abandoned),
-            (3, Some(9), Some(5))
-        );
+        assert_eq!((s.threads, s.backlog, s.max_abandoned), (3, Some(9), Some(5)));
         assert_eq!((s.timeout, s.keepalive), (ms(1500), Duration::ZERO));
         assert_eq!((s.max_body, s.limit_request_head), (64 << 10, 1 << 20));
         assert_eq!((s.log_format, s.access_log), (LogFormat::Json, true));
@@ -1073,12 +970,7 @@ mod tests {
 
     #[test]
     fn admin_bind_off_disables_the_admin_listener() {
-        assert_eq!(
-            Settings::from_args(&["--admin-bind", "off"])
-                .unwrap()
-                .admin_bind,
-            None
-        );
+        assert_eq!(Settings::from_args(&["--admin-bind", "off"]).unwrap().admin_bind, None);
         let s = Settings::from_args(&["--admin-bind", "[::1]:9000"]).unwrap();
         assert_eq!(s.admin_bind, Some("[::1]:9000".parse().unwrap()));
     }
@@ -1087,10 +979,7 @@ mod tests {
     fn threads_zero_is_an_error_naming_the_flag() {
         let err = Settings::from_args(&["--threads", "0"]).unwrap_err();
         assert_eq!(err.flag, "--threads");
-        assert_eq!(
-            err.to_string(),
-            "--threads: must be between 1 and 4096, got 0"
-        );
+        assert_eq!(err.to_string(), "--threads: must be between 1 and 4096, got 0");
         let err = Settings::default().threads(0).validate().unwrap_err();
         assert_eq!(err.flag, "--threads");
     }
@@ -1101,26 +990,14 @@ mod tests {
             (&["--threads", "many"][..], "--threads", "integer"),
             (&["--timeout", "0"], "--timeout", "must be > 0s, got 0s"),
             (&["--timeout", "-1s"], "--timeout", "invalid duration"),
-            (
-                &["--watchdog-tick", "2s"],
-                "--watchdog-tick",
-                "between 1ms and 1s, got 2s",
-            ),
-            (
-                &["--limit-request-head", "32"],
-                "--limit-request-head",
-                "between 64 and 1MiB, got 32",
-            ),
+            (&["--watchdog-tick", "2s"], "--watchdog-tick", "between 1ms and 1s, got 2s"),
+            (&["--limit-request-head", "32"], "--limit-request-head", "between 64 and 1MiB, got 32"),
             (&["--max-body", "lots"], "--max-body", "invalid size"),
             (&["--backlog", "0"], "--backlog", "must be ≥ 1, got 0"),
             (&["--bind", "nowhere"], "--bind", "host:port"),
             (&["--log-format", "xml"], "--log-format", "`text` or `json`"),
             (&["--max-connections", "0"], "--max-connections", "≥ 1"),
-            (
-                &["--bind", "127.0.0.1:80", "--admin-bind", "127.0.0.1:80"],
-                "--admin-bind",
-                "differ",
-            ),
+            (&["--bind", "127.0.0.1:80", "--admin-bind", "127.0.0.1:80"], "--admin-bind", "differ"),
         ] {
             let err = Settings::from_args(args).unwrap_err();
             assert_eq!(err.flag, flag, "{args:?}: {err}");
@@ -1144,56 +1021,26 @@ mod tests {
         let help = Settings::from_args(&["--help"]).unwrap_err();
         assert!(help.is_help());
         for row in Settings::rows() {
-            assert!(
-                help.message.contains(&format!("{} ", row.flag)),
-                "{} missing",
-                row.flag
-            );
+            assert!(help.message.contains(&format!("{} ", row.flag)), "{} missing", row.flag);
         }
         assert!(help.message.contains("4 × CPUs") && help.message.contains("127.0.0.1:8080"));
     }
 
     #[test]
     fn documented_defaults_parse_back() {
-        assert_eq!(
-            Settings::defaults_not_round_tripping(),
-            Vec::<String>::new()
-        );
+        assert_eq!(Settings::defaults_not_round_tripping(), Vec::<String>::new());
     }
 
     #[test]
     fn incoherent_settings_warn() {
-        let s = Settings::default()
-            .timeout(secs(2))
-            .cancel_grace(secs(3))
-            .max_requests_jitter(5);
+        let s = Settings::default().timeout(secs(2)).cancel_grace(secs(3)).max_requests_jitter(5);
         let warnings = s.warnings();
-        assert!(
-            warnings.iter().any(|w| w.starts_with("--cancel-grace 3s")),
-            "{warnings:?}"
-        );
-        assert!(
-            warnings
-                .iter()
-                .any(|w| w.starts_with("--max-requests-jitter")),
-            "{warnings:?}"
-        );
-        let s = Settings::default()
-            .graceful_timeout(secs(1))
-            .limit_request_head(1024);
+        assert!(warnings.iter().any(|w| w.starts_with("--cancel-grace 3s")), "{warnings:?}");
+        assert!(warnings.iter().any(|w| w.starts_with("--max-requests-jitter")), "{warnings:?}");
+        let s = Settings::default().graceful_timeout(secs(1)).limit_request_head(1024);
         let warnings = s.warnings();
-        assert!(
-            warnings
-                .iter()
-                .any(|w| w.starts_with("--graceful-timeout 1s")),
-            "{warnings:?}"
-        );
-        assert!(
-            warnings
-                .iter()
-                .any(|w| w.starts_with("--limit-request-line")),
-            "{warnings:?}"
-        );
+        assert!(warnings.iter().any(|w| w.starts_with("--graceful-timeout 1s")), "{warnings:?}");
+        assert!(warnings.iter().any(|w| w.starts_with("--limit-request-line")), "{warnings:?}");
     }
 
     #[test]
@@ -1218,10 +1065,7 @@ mod tests {
         for row in Settings::rows() {
             assert!(md.contains(&format!("| `{}` |", row.flag)), "{}", row.flag);
         }
-        assert!(
-            md.contains("| `--threads` | integer, 1 to 4096 | 4 × CPUs |"),
-            "{md}"
-        );
+        assert!(md.contains("| `--threads` | integer, 1 to 4096 | 4 × CPUs |"), "{md}");
         assert!(md.contains("| `--max-body` | size | `10MiB` |"), "{md}");
     }
 }
