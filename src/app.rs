@@ -207,11 +207,14 @@ enum Segment {
     Rest(String),
 }
 
+/// Path parameters captured by a route pattern, as (name, value).
+pub(crate) type Params = Vec<(Box<str>, Box<str>)>;
+
 /// What routing found for a method and path.
 pub(crate) enum Routed {
     Found {
         route: usize,
-        params: Vec<(Box<str>, Box<str>)>,
+        params: Params,
     },
     /// The path exists under other methods (for 405 with `Allow`).
     MethodNotAllowed(String),
@@ -342,7 +345,7 @@ impl App {
 }
 
 impl Route {
-    fn matches(&self, path: &str) -> Option<Vec<(Box<str>, Box<str>)>> {
+    fn matches(&self, path: &str) -> Option<Params> {
         let mut params = Vec::new();
         let mut parts = path.split('/').filter(|s| !s.is_empty());
         for seg in &self.segments {
@@ -387,7 +390,7 @@ mod tests {
             .get("/files/*rest", |_: &Request, _: &Ctx| "file")
     }
 
-    fn found(r: Routed) -> (usize, Vec<(Box<str>, Box<str>)>) {
+    fn found(r: Routed) -> (usize, Params) {
         match r {
             Routed::Found { route, params } => (route, params),
             _ => panic!("not found"),

@@ -271,6 +271,7 @@ impl Inflight {
 
 /// A timeout, kept for the dashboard's "recent timeouts".
 #[derive(Clone, Debug)]
+#[allow(dead_code)] // read by the admin dashboard
 pub(crate) struct TimeoutRecord {
     pub at: std::time::SystemTime,
     pub id: String,
@@ -309,7 +310,7 @@ fn run(shared: Arc<Shared>, rx: crossbeam_channel::Receiver<Arc<Inflight>>) {
             let now = clock::now_ns();
             let grace = shared.settings.cancel_grace.as_nanos() as u64;
             let drain_at = shared.drain_deadline_ns.load(Acquire);
-            let check_peers = ticks % 10 == 0;
+            let check_peers = ticks.is_multiple_of(10);
             for r in list.iter() {
                 expire(&shared, r, now, drain_at);
                 abandon(&shared, r, now, grace);
