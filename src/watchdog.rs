@@ -332,9 +332,12 @@ fn expire(shared: &Shared, r: &Inflight, now: u64, drain_at: u64) {
     let draining_over = drain_at != 0 && now >= drain_at;
     match r.state.load(Acquire) {
         state::QUEUED if r.is_answered() => {}
-        state::QUEUED if now >= r.deadline_ns || draining_over => {
-            let reason = if draining_over { TimeoutReason::Shutdown } else { TimeoutReason::Queue };
-            let msg = if draining_over { "server shutting down" } else { "deadline passed while queued" };
+        // A drain answers queued requests at once (they never start); running ones get until
+        // the drain deadline.
+        state::QUEUED if now >= r.deadline_ns || drain_at != 0 => {
+            let draining = drain_at != 0 && now < r.deadline_ns;
+            let reason = if draining { TimeoutReason::Shutdown } else { TimeoutReason::Queue };
+            let msg = if draining { "server shutting down" } else { "deadline passed while queued" };
             if r.answer(Response::error(503, msg).with_header("Retry-After", "1"), shared) {
                 r.timeout_reason.store(reason as u8, Relaxed);
                 shared.metrics.timeout(r.route, reason);

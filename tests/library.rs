@@ -196,3 +196,51 @@ fn readiness_fails_while_draining() {
     assert_eq!(req.join().unwrap().status, 200);
     srv.wait();
 }
+
+#[test]
+fn request_whose_deadline_passes_in_the_queue_gets_503_without_running() {
+    let ran = Arc::new(AtomicUsize::new(0));
+    let ran2 = Arc::clone(&ran);
+    let app = App::new()
+        .get("/block", |_: &Request, _: &Ctx| {
+            thread::sleep(Duration::from_millis(1200));
+            Response::text("done")
+        })
+        .get("/count", move |_: &Request, _: &Ctx| {
+            ran2.fetch_add(1, Ordering::SeqCst);
+            Response::text("ran")
+        });
+    let srv =
+        start(settings().threads(1).timeout(Duration::from_millis(400)).cancel_grace(Duration::from_secs(5)), app);
+    let addr = srv.local_addr();
+    let blocker = thread::spawn(move || get(addr, "/block"));
+    thread::sleep(Duration::from_millis(100));
+    let (r, d) = timed_get(addr, "/count");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(d < Duration::from_millis(1100), "answered at its deadline, not when a thread freed up: {d:?}");
+    assert_eq!(blocker.join().unwrap().status, 504);
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(ran.load(Ordering::SeqCst), 0, "the handler of a request answered 503 must not run");
+    assert!(get(srv.admin_addr().unwrap(), "/metrics").text().contains("reason=\"queue\"} 1"));
+    srv.stop();
+}
+
+#[test]
+fn drain_answers_queued_requests_503_and_lets_the_running_one_finish() {
+    let app = App::new().get("/work", |_: &Request, ctx: &Ctx| -> Result<Response, Error> {
+        ctx.sleep(Duration::from_millis(700))?;
+        Ok(Response::text("finished"))
+    });
+    let srv = start(settings().threads(1), app);
+    let addr = srv.local_addr();
+    let running = thread::spawn(move || get(addr, "/work"));
+    thread::sleep(Duration::from_millis(150));
+    let queued = thread::spawn(move || get(addr, "/work"));
+    thread::sleep(Duration::from_millis(150));
+    srv.shutdown();
+    let q = queued.join().unwrap();
+    assert_eq!(q.status, 503);
+    assert_eq!(q.header("connection"), Some("close"));
+    assert_eq!(running.join().unwrap().text(), "finished");
+    srv.wait();
+}
