@@ -28,8 +28,13 @@ use crate::response::{encode, Framing, Response};
 use crate::server::Shared;
 use crate::watchdog::{clock, state, Inflight, Reply};
 
-/// Initial read buffer per connection; it grows only when a head or chunk line needs it.
+/// Initial read buffer per connection. It grows only while one request head does not fit, never
+/// beyond `--limit-request-head` plus this much (the parser answers 431 first), and shrinks back
+/// once that head has been consumed.
 const READ_BUF: usize = 4096;
+/// A `Content-Length` body buffer starts this small (or at the whole body, if smaller) and doubles
+/// as bytes arrive, so memory follows what the client sent rather than what it announced.
+const BODY_STEP: usize = 16 * 1024;
 /// A write buffer above this is released after use rather than kept for the connection's life.
 const KEEP_WRITE_BUF: usize = 64 * 1024;
 /// How long a closing connection keeps draining the client's unread bytes.
@@ -128,8 +133,16 @@ impl Conn<'_> {
             if self.flush().is_err() {
                 return Ok(None);
             }
-            if self.start == self.end && self.shared.draining.load(Acquire) {
-                return Ok(None);
+            if self.start == self.end {
+                if self.shared.draining.load(Acquire) {
+                    return Ok(None);
+                }
+                self.start = 0;
+                self.end = 0;
+                if self.rbuf.len() > READ_BUF {
+                    // A large head came and went: do not keep its buffer for the connection's life.
+                    self.rbuf = Vec::new();
+                }
             }
             let timeout = match started {
                 // Idle between requests: the keep-alive timeout (the first request gets the
@@ -155,6 +168,9 @@ impl Conn<'_> {
                     self.shared.metrics.reject(Rejected::Timeout);
                     return Err(Stop::Answer(408, "timed out reading the request head"));
                 }
+                Err(e) if e.kind() == io::ErrorKind::OutOfMemory => {
+                    return Err(ParseError::HeadTooLarge.into());
+                }
                 Err(e) => {
                     debug!("read from {} failed: {e}", self.peer);
                     return Ok(None);
@@ -164,6 +180,8 @@ impl Conn<'_> {
     }
 
     /// Reads more bytes into the buffer, waiting at most `timeout`. Returns bytes read (0 = EOF).
+    /// A full buffer at its cap (which the parser's head limit keeps out of reach) is an
+    /// `OutOfMemory` error.
     fn fill(&mut self, timeout: Duration) -> io::Result<usize> {
         if self.end == self.rbuf.len() {
             if self.start > 0 {
@@ -172,16 +190,15 @@ impl Conn<'_> {
                 self.start = 0;
             }
             if self.end == self.rbuf.len() {
-                let grow = self.rbuf.len().max(READ_BUF);
-                self.rbuf.resize(self.rbuf.len() + grow, 0);
+                let cap = self.shared.limits.head_bytes + READ_BUF;
+                let len = (self.rbuf.len() * 2).max(READ_BUF).min(cap);
+                if len <= self.rbuf.len() {
+                    return Err(io::Error::new(io::ErrorKind::OutOfMemory, "read buffer at its cap"));
+                }
+                self.rbuf.resize(len, 0);
             }
         }
-        // Round up to 10 ms so a trickling client does not cost a setsockopt per read.
-        let t = Some(Duration::from_millis((timeout.as_millis() as u64).div_ceil(10).max(1) * 10));
-        if self.read_timeout != t {
-            self.stream.set_read_timeout(t)?;
-            self.read_timeout = t;
-        }
+        self.set_timeout(timeout)?;
         let n = self.stream.read(&mut self.rbuf[self.end..])?;
         self.end += n;
         Ok(n)
@@ -201,7 +218,6 @@ impl Conn<'_> {
         };
         let head_only = method == "HEAD";
         self.last_method_is_head = head_only;
-        let has_body = head.framing != BodyFraming::None;
         let request_id = head
             .headers
             .iter()
@@ -214,11 +230,11 @@ impl Conn<'_> {
         let (route, params) = match shared.app.find(method, path) {
             Routed::Found { route, params } => (route, params),
             Routed::NotFound => {
-                return self.answer_directly(Response::error(404, "not found"), &head, &request_id, has_body, t0);
+                return self.answer_directly(Response::error(404, "not found"), &head, &request_id, false, t0);
             }
             Routed::MethodNotAllowed(allow) => {
                 let resp = Response::error(405, "method not allowed").with_header("Allow", allow);
-                return self.answer_directly(resp, &head, &request_id, has_body, t0);
+                return self.answer_directly(resp, &head, &request_id, false, t0);
             }
         };
         if shared.draining.load(Acquire) {
@@ -316,7 +332,9 @@ impl Conn<'_> {
         }
     }
 
-    /// Answers without a handler (404, 405, draining). A body we did not read closes the connection.
+    /// Answers without a handler (404, 405, draining). A `Content-Length` body that is already
+    /// buffered is skipped; one still to come (or a chunked one) is not waited for: the answer
+    /// goes out at once and the connection closes, as it cannot be reframed.
     fn answer_directly(
         &mut self,
         resp: Response,
@@ -325,7 +343,15 @@ impl Conn<'_> {
         close_anyway: bool,
         t0: u64,
     ) -> Result<bool, Stop> {
-        let close = close_anyway || !head.keep_alive || self.shared.settings.keepalive.is_zero();
+        let body_skipped = match head.framing {
+            BodyFraming::None => true,
+            BodyFraming::Length(n) if n <= (self.end - self.start) as u64 => {
+                self.start += n as usize;
+                true
+            }
+            _ => false,
+        };
+        let close = close_anyway || !body_skipped || !head.keep_alive || self.shared.settings.keepalive.is_zero();
         let head_only = self.last_method_is_head;
         encode(&resp, &Framing { head_only, close, request_id: Some(id) }, &mut self.wbuf);
         let elapsed = Duration::from_nanos(clock::now_ns().saturating_sub(t0));
@@ -343,23 +369,26 @@ impl Conn<'_> {
         match head.framing {
             BodyFraming::None => Ok(Vec::new()),
             BodyFraming::Length(n) => {
-                let n = n as usize;
-                let mut body = Vec::with_capacity(n.min(1 << 20));
+                // n <= --max-body, checked by the parser.
+                let n = usize::try_from(n).map_err(|_| Stop::from(ParseError::PayloadTooLarge))?;
                 let take = n.min(self.end - self.start);
-                body.extend_from_slice(&self.rbuf[self.start..self.start + take]);
+                let mut body = self.avail()[..take].to_vec();
                 self.start += take;
-                if body.len() < n {
-                    self.continue_100(head)?;
+                if take == n {
+                    return Ok(body);
                 }
-                while body.len() < n {
+                self.continue_100(head)?;
+                // body[..filled] holds what arrived; body[filled..] is zeroed room for more.
+                let mut filled = take;
+                while filled < n {
                     let left = self.body_time_left(started, limit)?;
-                    let want = (n - body.len()).min(64 * 1024);
-                    let old = body.len();
-                    body.resize(old + want, 0);
-                    let r = self.set_timeout(left).and_then(|_| self.stream.read(&mut body[old..]));
+                    if filled == body.len() {
+                        body.resize((filled * 2).max(BODY_STEP).min(n), 0);
+                    }
+                    let r = self.set_timeout(left).and_then(|_| self.stream.read(&mut body[filled..]));
                     match r {
                         Ok(0) => return Err(Stop::Quiet),
-                        Ok(k) => body.truncate(old + k),
+                        Ok(k) => filled += k,
                         Err(e) if is_timeout(&e) => return Err(self.body_timeout()),
                         Err(_) => return Err(Stop::Quiet),
                     }
@@ -392,8 +421,10 @@ impl Conn<'_> {
         }
     }
 
+    /// Sets the socket's read timeout to `d`, rounded up to 10 ms so that a run of reads (a
+    /// trickling client, a body read in pieces) does not cost a setsockopt each.
     fn set_timeout(&mut self, d: Duration) -> io::Result<()> {
-        let t = Some(d.max(Duration::from_millis(1)));
+        let t = Some(Duration::from_millis((d.as_millis() as u64).div_ceil(10).max(1) * 10));
         if self.read_timeout != t {
             self.stream.set_read_timeout(t)?;
             self.read_timeout = t;
@@ -453,19 +484,24 @@ impl Conn<'_> {
         }
     }
 
-    /// Closes the write side, then drains what the client still sends for a moment, so that
-    /// unread request bytes do not turn our last answer into a reset.
     fn linger_close(&mut self) {
-        let _ = self.stream.shutdown(std::net::Shutdown::Write);
-        let _ = self.stream.set_read_timeout(Some(LINGER));
-        let deadline = Instant::now() + LINGER;
-        let mut scratch = [0u8; 512];
-        let mut total = 0usize;
-        while Instant::now() < deadline && total < 256 * 1024 {
-            match self.stream.read(&mut scratch) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => total += n,
-            }
+        linger_close(&mut self.stream);
+    }
+}
+
+/// Closes the write side, then drains what the client still sends for a moment (at most
+/// [`LINGER`] and 256 KiB), so that unread request bytes do not turn our last answer into a
+/// reset (RFC 9112 §9.6). The caller drops the stream afterwards.
+pub(crate) fn linger_close(stream: &mut TcpStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(LINGER));
+    let deadline = Instant::now() + LINGER;
+    let mut scratch = [0u8; 512];
+    let mut total = 0usize;
+    while Instant::now() < deadline && total < 256 * 1024 {
+        match stream.read(&mut scratch) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => total += n,
         }
     }
 }

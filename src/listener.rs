@@ -12,6 +12,10 @@ use crate::metrics::Rejected;
 use crate::response::{encode, Framing, Response};
 use crate::server::Shared;
 
+/// Refusals answered at once beyond `--max-connections`; past this many more (a flood), new
+/// connections are closed without an answer so that refusing costs nothing either.
+const MAX_REFUSING: usize = 1024;
+
 pub(crate) fn spawn(listener: may::net::TcpListener, shared: Arc<Shared>) -> std::io::Result<()> {
     // SAFETY (may's spawn contract): the coroutine uses no thread-local storage across yields
     // and does not block the scheduler thread.
@@ -42,6 +46,12 @@ fn accept_loop(listener: may::net::TcpListener, shared: Arc<Shared>) {
         let shared2 = Arc::clone(&shared);
         if open as usize > shared.settings.max_connections {
             shared.metrics.reject(Rejected::MaxConnections);
+            if open as usize > shared.settings.max_connections.saturating_add(MAX_REFUSING) {
+                debug!("dropping {peer}: {open} connections open, too many to answer (--max-connections)");
+                drop(stream);
+                shared.metrics.connections_open.fetch_sub(1, AcqRel);
+                continue;
+            }
             debug!("refusing {peer}: {open} connections open (--max-connections)");
             may::go!(move || {
                 refuse(stream);
@@ -57,11 +67,14 @@ fn accept_loop(listener: may::net::TcpListener, shared: Arc<Shared>) {
     info!("stopped accepting connections");
 }
 
+/// Answers 503 without reading the request, then closes gracefully: whatever the client is
+/// still sending is drained for a moment so the answer is not lost to a reset.
 fn refuse(mut stream: may::net::TcpStream) {
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
     let mut out = Vec::with_capacity(256);
     let resp = Response::error(503, "too many connections").with_header("Retry-After", "1");
     encode(&resp, &Framing { head_only: false, close: true, request_id: None }, &mut out);
-    let _ = stream.write_all(&out);
-    let _ = stream.shutdown(std::net::Shutdown::Write);
+    if stream.write_all(&out).is_ok() {
+        crate::conn::linger_close(&mut stream);
+    }
 }

@@ -27,8 +27,19 @@ impl PeerProbe {
     }
 
     /// `true` when the peer has closed or reset the connection. Never blocks.
+    ///
+    /// On Linux a close is seen even behind bytes the server has not read yet (a pipelined
+    /// request, a stray CRLF after a body): `poll` reports `POLLRDHUP` for the peer's FIN whatever
+    /// is queued before it. Elsewhere a peek only sees the close once nothing is left unread.
     pub fn is_gone(&self) -> bool {
-        #[cfg(unix)]
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            let mut p = libc::pollfd { fd: self.fd, events: libc::POLLRDHUP, revents: 0 };
+            // SAFETY: poll on one valid pollfd with a zero timeout: it never blocks.
+            let n = unsafe { libc::poll(&mut p, 1, 0) };
+            n > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+        }
+        #[cfg(all(unix, not(any(target_os = "linux", target_os = "android"))))]
         {
             let mut b = [0u8; 1];
             // SAFETY: recv on a descriptor with a valid 1-byte buffer; MSG_PEEK leaves the data
