@@ -243,7 +243,8 @@ impl Conn<'_> {
             return self.answer_directly(resp, &head, &request_id, true, t0);
         }
         let body = self.read_body(&head)?;
-        let mut req = Request::new(raw_head, head.clone(), body, self.peer, request_id);
+        let keep_alive = head.keep_alive;
+        let mut req = Request::new(raw_head, head, body, self.peer, request_id);
         req.set_params(params);
         let (timeout, stall) = shared.route_timeouts[route];
         let seq = self.seq;
@@ -278,7 +279,7 @@ impl Conn<'_> {
             // The client is gone; the watchdog notices it and cancels the handler.
         }
         let resp = self.wait_reply(seq);
-        let close = !head.keep_alive
+        let close = !keep_alive
             || shared.settings.keepalive.is_zero()
             || shared.draining.load(Acquire)
             || resp.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
