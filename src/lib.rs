@@ -26,6 +26,7 @@ mod ctx;
 pub mod demo;
 mod dispatch;
 mod listener;
+pub mod logging;
 mod metrics;
 pub mod parse;
 mod platform;

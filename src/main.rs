@@ -1,36 +1,18 @@
 //! The `vigil` binary: the demo app on the settings given by flags (see `vigil --help`).
 
-use std::io::Write;
-
-use vigil::{LogFormat, Server, Settings};
+use vigil::{Server, Settings};
 
 fn main() {
     let settings = Settings::from_env_args_or_exit();
-    init_logging(settings.log_format);
+    // `RUST_LOG` picks the levels (default `info`, may's own logs at `warn`); see vigil::logging.
+    if let Err(e) = vigil::logging::init(settings.log_format, settings.access_log) {
+        eprintln!("vigil: could not install the logger: {e}");
+    }
     let app = vigil::demo::app(settings.timeout);
-    if let Err(e) = Server::serve(settings, app) {
+    let result = Server::serve(settings, app);
+    vigil::logging::flush();
+    if let Err(e) = result {
         eprintln!("vigil: {e}");
         std::process::exit(1);
     }
-}
-
-/// `RUST_LOG` picks the levels (default `info`, may's own logs at `warn`); `--log-format json` writes one object per line.
-fn init_logging(format: LogFormat) {
-    let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,may=warn"));
-    if format == LogFormat::Json {
-        b.format(|buf, rec| {
-            let line = serde_json::json!({
-                "ts": humantime_now(),
-                "level": rec.level().as_str(),
-                "target": rec.target(),
-                "msg": rec.args().to_string(),
-            });
-            writeln!(buf, "{line}")
-        });
-    }
-    b.init();
-}
-
-fn humantime_now() -> String {
-    httpdate::fmt_http_date(std::time::SystemTime::now())
 }

@@ -1,9 +1,18 @@
 //! Counters and histograms, updated with relaxed atomics on the hot path (no lock, no syscall)
-//! and rendered in the Prometheus text format on the admin listener.
+//! and encoded in the Prometheus text format by `prometheus-client` at scrape time.
+//!
+//! Why not the crate's own `Counter`/`Family`/`Histogram` types on the hot path: its `Family`
+//! takes a read lock and hashes the label set on every `get_or_create`, and its `Histogram`
+//! takes a lock per observation. Routes and statuses are known up front here, so plain atomics
+//! indexed by route and status do the counting, and a [`Collector`] hands the values to the
+//! crate's encoder once per scrape.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 
 use crate::watchdog::TimeoutReason;
 
@@ -44,18 +53,13 @@ impl Histogram {
         self.sum_micros.fetch_add((v.max(0.0) * 1e6) as u64, Relaxed);
     }
 
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        let mut cum = 0;
-        for (i, b) in self.bounds.iter().enumerate() {
-            cum += self.buckets[i].load(Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cum}");
+    fn snapshot(&self) -> HistogramSnapshot {
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        HistogramSnapshot {
+            sum: self.sum_micros.load(Relaxed) as f64 / 1e6,
+            count: counts.iter().sum(),
+            buckets: self.bounds.iter().copied().zip(counts).collect(),
         }
-        cum += self.buckets[self.bounds.len()].load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cum}");
-        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
-        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum_micros.load(Relaxed) as f64 / 1e6);
-        let _ = writeln!(out, "{name}_count{braces} {cum}");
     }
 }
 
@@ -163,6 +167,17 @@ impl Metrics {
         self.queue_wait.observe(d.as_secs_f64());
     }
 
+    /// Timeouts of every route and reason.
+    pub fn timeouts_total(&self) -> u64 {
+        self.routes.iter().flat_map(|r| r.timeouts.iter()).map(|c| c.load(Relaxed)).sum()
+    }
+
+    /// Seconds since the metrics (and so the server) started.
+    pub fn uptime_secs(&self) -> f64 {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        (now - self.start_time).max(0.0)
+    }
+
     /// Requests answered with `status`, over all routes (for tests and the dashboard).
     pub fn status_count(&self, status: u16) -> u64 {
         self.routes
@@ -171,91 +186,98 @@ impl Metrics {
             .sum()
     }
 
-    /// The Prometheus text exposition (format 0.0.4).
+    /// The Prometheus text exposition (format 0.0.4), encoded by `prometheus-client`.
+    ///
+    /// The hot path only bumps atomics; this reads them once into a `Scrape` and lets the
+    /// crate's Prometheus text encoder write names, labels (escaped), `le` bounds and values.
     pub fn render(&self, queue_depth: usize) -> String {
-        let mut o = String::with_capacity(8192);
-        let help = |o: &mut String, name: &str, kind: &str, text: &str| {
-            let _ = writeln!(o, "# HELP {name} {text}\n# TYPE {name} {kind}");
-        };
-        help(&mut o, "vigil_requests_total", "counter", "Responses sent, by route and status.");
+        let scrape = self.snapshot(queue_depth);
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(scrape));
+        let mut out = String::with_capacity(16 * 1024);
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)
+            .expect("encoding into a String cannot fail");
+        out
+    }
+
+    /// Reads every atomic once, in exposition order.
+    fn snapshot(&self, queue_depth: usize) -> Scrape {
+        let route = |r: &RouteMetrics| vec![("route", r.label.clone())];
+        let mut f = Vec::with_capacity(24);
+        let mut requests = Vec::new();
         for r in &self.routes {
             for (i, c) in r.statuses.iter().enumerate() {
                 let n = c.load(Relaxed);
                 if n > 0 {
-                    let _ =
-                        writeln!(o, "vigil_requests_total{{route=\"{}\",status=\"{}\"}} {n}", esc(&r.label), i + 100);
+                    requests.push((vec![("route", r.label.clone()), ("status", (i + 100).to_string())], n));
                 }
             }
         }
-        help(&mut o, "vigil_request_duration_seconds", "histogram", "Time from request read to response, by route.");
-        for r in &self.routes {
-            r.duration.render(&mut o, "vigil_request_duration_seconds", &format!("route=\"{}\"", esc(&r.label)));
-        }
-        help(&mut o, "vigil_budget_used_ratio", "histogram", "Elapsed time over the route's deadline, by route.");
-        for r in &self.routes {
-            r.budget.render(&mut o, "vigil_budget_used_ratio", &format!("route=\"{}\"", esc(&r.label)));
-        }
-        help(
-            &mut o,
-            "vigil_request_timeouts_total",
-            "counter",
-            "Requests timed out by the watchdog, by route and reason.",
-        );
+        f.push(Family::counter("vigil_requests_total", "Responses sent, by route and status.", requests));
+        f.push(Family::histograms(
+            "vigil_request_duration_seconds",
+            "Time from request read to response, by route.",
+            self.routes.iter().map(|r| (route(r), r.duration.snapshot())).collect(),
+        ));
+        f.push(Family::histograms(
+            "vigil_budget_used_ratio",
+            "Time from request read to response over the route's deadline, by route (1 = the whole budget).",
+            self.routes.iter().map(|r| (route(r), r.budget.snapshot())).collect(),
+        ));
+        let mut timeouts = Vec::new();
         for r in &self.routes {
             for reason in TimeoutReason::ALL {
-                let _ = writeln!(
-                    o,
-                    "vigil_request_timeouts_total{{route=\"{}\",reason=\"{}\"}} {}",
-                    esc(&r.label),
-                    reason.label(),
-                    r.timeouts[reason as usize].load(Relaxed)
-                );
+                timeouts.push((
+                    vec![("route", r.label.clone()), ("reason", reason.label().to_string())],
+                    r.timeouts[reason as usize].load(Relaxed),
+                ));
             }
         }
-        help(
-            &mut o,
+        f.push(Family::counter(
+            "vigil_request_timeouts_total",
+            "Requests timed out by the watchdog, by route and reason (deadline, stall, queue, shutdown).",
+            timeouts,
+        ));
+        f.push(Family::counter(
             "vigil_rejected_total",
-            "counter",
             "Requests or connections refused before a handler ran, by reason.",
-        );
-        for why in Rejected::ALL {
-            let _ = writeln!(
-                o,
-                "vigil_rejected_total{{reason=\"{}\"}} {}",
-                why.label(),
-                self.rejected[why as usize].load(Relaxed)
-            );
-        }
-        help(&mut o, "vigil_queue_wait_seconds", "histogram", "Time requests waited in the queue for a worker thread.");
-        self.queue_wait.render(&mut o, "vigil_queue_wait_seconds", "");
-        let counters: [(&str, &str, u64); 5] = [
+            Rejected::ALL
+                .iter()
+                .map(|&why| (vec![("reason", why.label().to_string())], self.rejected[why as usize].load(Relaxed)))
+                .collect(),
+        ));
+        f.push(Family::histograms(
+            "vigil_queue_wait_seconds",
+            "Time requests waited in the queue for a worker thread.",
+            vec![(Vec::new(), self.queue_wait.snapshot())],
+        ));
+        let counters: [(&'static str, &'static str, &AtomicU64); 5] = [
             (
                 "vigil_cancellations_honored_total",
                 "Cancelled handlers that returned within the grace period.",
-                self.cancellations_honored.load(Relaxed),
+                &self.cancellations_honored,
             ),
             (
                 "vigil_threads_abandoned_total",
                 "Worker threads given up because their handler ignored cancellation.",
-                self.threads_abandoned_total.load(Relaxed),
+                &self.threads_abandoned_total,
             ),
             (
                 "vigil_threads_replaced_total",
                 "Worker threads spawned to replace abandoned ones.",
-                self.threads_replaced_total.load(Relaxed),
+                &self.threads_replaced_total,
             ),
             (
                 "vigil_threads_retired_total",
                 "Worker threads retired after --max-requests.",
-                self.threads_retired_total.load(Relaxed),
+                &self.threads_retired_total,
             ),
-            ("vigil_handler_panics_total", "Handler panics (each answered 500).", self.handler_panics.load(Relaxed)),
+            ("vigil_handler_panics_total", "Handler panics (each answered 500).", &self.handler_panics),
         ];
-        for (name, text, v) in counters {
-            help(&mut o, name, "counter", text);
-            let _ = writeln!(o, "{name} {v}");
+        for (name, help, v) in counters {
+            f.push(Family::counter(name, help, vec![(Vec::new(), v.load(Relaxed))]));
         }
-        let gauges: [(&str, &str, i64); 6] = [
+        let gauges: [(&'static str, &'static str, i64); 6] = [
             (
                 "vigil_threads_abandoned_alive",
                 "Abandoned threads still running their handler.",
@@ -267,25 +289,138 @@ impl Metrics {
             ("vigil_queue_depth", "Requests waiting for a worker thread.", queue_depth as i64),
             ("vigil_connections_open", "Open client connections.", self.connections_open.load(Relaxed)),
         ];
-        for (name, text, v) in gauges {
-            help(&mut o, name, "gauge", text);
-            let _ = writeln!(o, "{name} {v}");
+        for (name, help, v) in gauges {
+            f.push(Family::gauge(name, help, Num::Int(v)));
         }
         if let Some(rss) = crate::platform::resident_memory_bytes() {
-            help(&mut o, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
-            let _ = writeln!(o, "process_resident_memory_bytes {rss}");
+            f.push(Family::gauge(
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes.",
+                Num::Int(rss as i64),
+            ));
         }
-        help(
-            &mut o,
+        f.push(Family::gauge(
             "process_start_time_seconds",
-            "gauge",
-            "Start time of the process since the Unix epoch in seconds.",
-        );
-        let _ = writeln!(o, "process_start_time_seconds {}", self.start_time);
-        o
+            "Start time of the process since unix epoch in seconds.",
+            Num::Float(self.start_time),
+        ));
+        Scrape { families: f }
     }
 }
 
-fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+/// The label pairs of one series.
+type Labels = Vec<(&'static str, String)>;
+
+/// A histogram read at scrape time: per-bucket (not cumulative) counts by upper bound, without
+/// the `+Inf` bucket, which the encoder writes from `count`.
+#[derive(Debug)]
+struct HistogramSnapshot {
+    sum: f64,
+    count: u64,
+    buckets: Vec<(f64, u64)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Num {
+    Int(i64),
+    Float(f64),
+}
+
+#[derive(Debug)]
+enum Series {
+    Counter(Vec<(Labels, u64)>),
+    Gauge(Num),
+    Histogram(Vec<(Labels, HistogramSnapshot)>),
+}
+
+/// One metric family, as read at scrape time.
+#[derive(Debug)]
+struct Family {
+    /// The full name (counters with their `_total`, which the encoder adds back).
+    name: &'static str,
+    help: &'static str,
+    series: Series,
+}
+
+impl Family {
+    fn counter(name: &'static str, help: &'static str, series: Vec<(Labels, u64)>) -> Self {
+        Family { name, help, series: Series::Counter(series) }
+    }
+    fn gauge(name: &'static str, help: &'static str, v: Num) -> Self {
+        Family { name, help, series: Series::Gauge(v) }
+    }
+    fn histograms(name: &'static str, help: &'static str, series: Vec<(Labels, HistogramSnapshot)>) -> Self {
+        Family { name, help, series: Series::Histogram(series) }
+    }
+}
+
+/// Every family of one scrape, handed to `prometheus-client`'s encoder as a [`Collector`].
+#[derive(Debug)]
+struct Scrape {
+    families: Vec<Family>,
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for fam in &self.families {
+            match &fam.series {
+                Series::Counter(series) => {
+                    // The encoder appends `_total` to counter names itself.
+                    let name = fam.name.strip_suffix("_total").unwrap_or(fam.name);
+                    let mut m = encoder.encode_descriptor(name, fam.help, None, MetricType::Counter)?;
+                    for (labels, v) in series {
+                        m.encode_family(labels)?.encode_counter::<NoLabelSet, u64, u64>(v, None)?;
+                    }
+                }
+                Series::Gauge(v) => {
+                    let mut m = encoder.encode_descriptor(fam.name, fam.help, None, MetricType::Gauge)?;
+                    match *v {
+                        Num::Int(i) => m.encode_gauge(&i)?,
+                        Num::Float(x) => m.encode_gauge(&x)?,
+                    }
+                }
+                Series::Histogram(series) => {
+                    let mut m = encoder.encode_descriptor(fam.name, fam.help, None, MetricType::Histogram)?;
+                    for (labels, h) in series {
+                        m.encode_family(labels)?.encode_histogram::<NoLabelSet>(h.sum, h.count, &h.buckets, None)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_counts_by_route_and_status_with_cumulative_buckets_and_escaped_labels() {
+        let m = Metrics::new(vec![("/a\"b".into(), Duration::from_secs(2))], Duration::from_secs(30));
+        m.response(0, 200, Duration::from_millis(3), Some(0.0015));
+        m.response(0, 200, Duration::from_millis(1500), Some(0.75));
+        m.response(usize::MAX, 404, Duration::from_micros(50), None);
+        m.timeout(0, TimeoutReason::Stall);
+        m.reject(Rejected::QueueFull);
+        let text = m.render(3);
+        for line in [
+            "# TYPE vigil_requests_total counter",
+            "vigil_requests_total{route=\"/a\\\"b\",status=\"200\"} 2",
+            "vigil_requests_total{route=\"unmatched\",status=\"404\"} 1",
+            "vigil_request_duration_seconds_bucket{route=\"/a\\\"b\",le=\"0.005\"} 1",
+            "vigil_request_duration_seconds_bucket{route=\"/a\\\"b\",le=\"1.6\"} 2",
+            "vigil_request_duration_seconds_bucket{route=\"/a\\\"b\",le=\"+Inf\"} 2",
+            "vigil_request_duration_seconds_count{route=\"/a\\\"b\"} 2",
+            "vigil_request_timeouts_total{route=\"/a\\\"b\",reason=\"stall\"} 1",
+            "vigil_rejected_total{reason=\"queue_full\"} 1",
+            "# TYPE vigil_queue_wait_seconds histogram",
+            "vigil_queue_depth 3",
+            "# TYPE process_start_time_seconds gauge",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+        // A route's duration buckets reach past its deadline (2 s: 0.5, 1, 1.6, 1.8, 2, 3 s).
+        assert!(text.contains("vigil_request_duration_seconds_bucket{route=\"/a\\\"b\",le=\"3\"} 2"), "{text}");
+    }
 }

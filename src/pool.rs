@@ -110,13 +110,24 @@ fn run_one(shared: &Arc<Shared>, job: &Arc<Inflight>, id: u32) -> bool {
         return false;
     }
     if now >= job.deadline_ns {
-        shared.metrics.timeout(job.route, crate::watchdog::TimeoutReason::Queue);
-        warn!(
-            "timeout id={} route={} reason=queue: deadline passed while queued; answered 503 without running",
-            job.req.id(),
-            job.route_name(shared)
-        );
-        job.answer(Response::error(503, "deadline passed while queued").with_header("Retry-After", "1"), shared);
+        let resp = Response::error(503, "deadline passed while queued").with_header("Retry-After", "1");
+        if job.answer(resp, shared) {
+            let reason = crate::watchdog::TimeoutReason::Queue;
+            shared.metrics.timeout(job.route, reason);
+            let (elapsed, deadline) =
+                (job.elapsed_secs(now), job.deadline_ns.saturating_sub(job.start_ns) as f64 / 1e9);
+            warn!(
+                event = "timeout", id = job.req.id(), method = job.req.method(), path = job.req.path(),
+                route = job.route_name(shared), reason = "queue", elapsed, deadline, stage = "",
+                status = 503u16, outcome = "not_run";
+                "timeout id={} {} {} route={} reason=queue elapsed={elapsed:.3}s deadline={deadline:.3}s: deadline passed while queued; answered 503, handler never ran",
+                job.req.id(),
+                job.req.method(),
+                job.req.path(),
+                job.route_name(shared)
+            );
+            shared.record_timeout(job, reason, now);
+        }
         job.state.store(state::DONE, Release);
         return false;
     }
@@ -156,19 +167,21 @@ fn run_one(shared: &Arc<Shared>, job: &Arc<Inflight>, id: u32) -> bool {
             shared.metrics.cancellations_honored.fetch_add(1, Relaxed);
             shared.set_timeout_outcome(job.req.id(), "honored");
             info!(
-                "cancellation honored id={} route={} thread=vigil-worker-{id}: handler returned {:.3}s after its token fired",
+                event = "timeout_outcome", outcome = "honored", id = job.req.id(), route = job.route_name(shared),
+                thread = format!("vigil-worker-{id}").as_str(), after_cancel = late, handler_status = status;
+                "cancellation honored id={} route={} thread=vigil-worker-{id}: handler returned {late:.3}s after its token fired",
                 job.req.id(),
                 job.route_name(shared),
-                late
             );
             false
         }
         state::ABANDONED => {
             warn!(
-                "abandoned thread vigil-worker-{id} finished id={} route={} {:.3}s after cancellation; late result ({status}) discarded; thread exits",
+                event = "abandoned_finished", id = job.req.id(), route = job.route_name(shared),
+                thread = format!("vigil-worker-{id}").as_str(), after_cancel = late, handler_status = status;
+                "abandoned thread vigil-worker-{id} finished id={} route={} {late:.3}s after cancellation; late result ({status}) discarded; thread exits",
                 job.req.id(),
                 job.route_name(shared),
-                late
             );
             true
         }

@@ -259,6 +259,8 @@ impl Server {
             }
         })
         .map_err(io::Error::other)?;
+        let close = server.trigger();
+        crate::platform::drain_on_console_close(move || close.shutdown())?;
         server.wait();
         Ok(())
     }

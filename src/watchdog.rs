@@ -320,6 +320,7 @@ fn run(shared: Arc<Shared>, rx: crossbeam_channel::Receiver<Arc<Inflight>>) {
             }
         }
         if shared.watchdog_stop.load(Acquire) {
+            log_unfinished_at_stop(&shared);
             return;
         }
         ticks += 1;
@@ -341,12 +342,17 @@ fn expire(shared: &Shared, r: &Inflight, now: u64, drain_at: u64) {
             if r.answer(Response::error(503, msg).with_header("Retry-After", "1"), shared) {
                 r.timeout_reason.store(reason as u8, Relaxed);
                 shared.metrics.timeout(r.route, reason);
+                let (elapsed, deadline) = (r.elapsed_secs(now), r.deadline_ns.saturating_sub(r.start_ns) as f64 / 1e9);
                 warn!(
-                    "timeout id={} route={} reason={} elapsed={:.3}s: {msg}; answered 503 without running",
+                    event = "timeout", id = r.req.id(), method = r.req.method(), path = r.req.path(),
+                    route = r.route_name(shared), reason = reason.label(), elapsed, deadline, stage = "",
+                    status = 503u16, outcome = "not_run";
+                    "timeout id={} {} {} route={} reason={} elapsed={elapsed:.3}s deadline={deadline:.3}s: {msg}; answered 503, handler never ran",
                     r.req.id(),
+                    r.req.method(),
+                    r.req.path(),
                     r.route_name(shared),
                     reason.label(),
-                    r.elapsed_secs(now)
                 );
                 shared.record_timeout(r, reason, now);
             }
@@ -368,17 +374,18 @@ fn expire(shared: &Shared, r: &Inflight, now: u64, drain_at: u64) {
             r.timeout_reason.store(reason as u8, Relaxed);
             shared.metrics.timeout(r.route, reason);
             let deadline = (r.effective_deadline_ns().saturating_sub(r.start_ns)) as f64 / 1e9;
+            let (elapsed, stage) = (r.elapsed_secs(now), r.stage_string());
+            let thread = format!("vigil-worker-{}", r.thread.load(Relaxed));
             warn!(
-                "timeout id={} {} {} route={} reason={} elapsed={:.3}s deadline={:.3}s stage={:?} thread=vigil-worker-{}: cancelling, answered 504",
+                event = "timeout", id = r.req.id(), method = r.req.method(), path = r.req.path(),
+                route = r.route_name(shared), reason = reason.label(), elapsed, deadline, stage = stage.as_str(),
+                thread = thread.as_str(), status = 504u16, outcome = "pending";
+                "timeout id={} {} {} route={} reason={} elapsed={elapsed:.3}s deadline={deadline:.3}s stage={stage:?} thread={thread}: cancelling, answered 504 (outcome follows: honored or abandoned)",
                 r.req.id(),
                 r.req.method(),
                 r.req.path(),
                 r.route_name(shared),
                 reason.label(),
-                r.elapsed_secs(now),
-                deadline,
-                r.stage_string(),
-                r.thread.load(Relaxed)
             );
             let msg = match reason {
                 TimeoutReason::Stall => "request stalled: no progress within the route's stall timeout",
@@ -408,20 +415,45 @@ fn abandon(shared: &Arc<Shared>, r: &Inflight, now: u64, grace: u64) {
     shared.set_timeout_outcome(r.req.id(), "abandoned");
     let replacement = crate::pool::spawn_worker(shared);
     m.threads_replaced_total.fetch_add(1, Relaxed);
+    let thread = format!("vigil-worker-{}", r.thread.load(Relaxed));
+    let (stage, after) = (r.stage_string(), now.saturating_sub(r.cancel_ns.load(Relaxed)) as f64 / 1e9);
     warn!(
-        "abandoned thread vigil-worker-{} stuck in id={} route={} stage={:?} for {:.3}s past its cancellation; replaced by vigil-worker-{}; abandoned threads alive: {}",
-        r.thread.load(Relaxed),
+        event = "timeout_outcome", outcome = "abandoned", id = r.req.id(), route = r.route_name(shared),
+        stage = stage.as_str(), thread = thread.as_str(), after_cancel = after, replacement, abandoned_alive = alive;
+        "abandoned thread {thread} stuck in id={} route={} stage={stage:?} for {after:.3}s past its cancellation (still running); replaced by vigil-worker-{replacement}; abandoned threads alive: {alive}",
         r.req.id(),
         r.route_name(shared),
-        r.stage_string(),
-        now.saturating_sub(r.cancel_ns.load(Relaxed)) as f64 / 1e9,
-        replacement,
-        alive
     );
     let max = shared.settings.effective_max_abandoned() as i64;
     if alive > max {
         error!(
             "abandoned threads alive ({alive}) exceed --max-abandoned ({max}): readiness now fails until some finish"
+        );
+    }
+}
+
+/// At shutdown, every timed-out handler still running gets its last word: no outcome line would
+/// follow otherwise (the process exits with its thread).
+fn log_unfinished_at_stop(shared: &Shared) {
+    for r in shared.inflight.lock().iter() {
+        let st = r.state.load(Acquire);
+        if st != state::CANCELLING && st != state::ABANDONED {
+            continue;
+        }
+        let thread = format!("vigil-worker-{}", r.thread.load(Relaxed));
+        let stage = r.stage_string();
+        // An abandoned one already had its outcome line; a cancelling one gets it now.
+        let (event, why) = if st == state::ABANDONED {
+            ("abandoned_at_exit", "abandoned earlier")
+        } else {
+            ("timeout_outcome", "cancelled, still within its grace period")
+        };
+        warn!(
+            event, outcome = "still_running_at_exit", id = r.req.id(), route = r.route_name(shared),
+            stage = stage.as_str(), thread = thread.as_str();
+            "handler of id={} route={} on {thread} still running at shutdown ({why}, stage={stage:?}); it ends with the process",
+            r.req.id(),
+            r.route_name(shared),
         );
     }
 }
