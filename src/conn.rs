@@ -308,17 +308,23 @@ impl Conn<'_> {
         let s = &self.shared;
         let route = job.route_name(s);
         if budget >= 0.8 && status != 504 && status != 503 {
+            let budget_seconds = s.route_timeouts[job.route].0.as_secs_f64();
             warn!(
+                event = "budget_warning", id = job.req.id(), route = route, used = budget, budget_seconds = budget_seconds;
                 "approaching timeout id={} route={} used {:.0}% of its {:.3}s budget",
                 job.req.id(),
                 route,
                 budget * 100.0,
-                s.route_timeouts[job.route].0.as_secs_f64()
+                budget_seconds
             );
         }
         if s.settings.access_log {
+            let worker = job.thread.load(Relaxed);
             info!(
                 target: "vigil::access",
+                event = "access", peer:% = self.peer.ip(), method = job.req.method(), path = job.req.path(),
+                route = route, status = status, duration = elapsed.as_secs_f64(), budget = budget,
+                id = job.req.id(), worker = worker;
                 "{} {} {} route={} status={} duration={:.6}s budget={:.3} id={} thread=vigil-worker-{}",
                 self.peer.ip(),
                 job.req.method(),
@@ -328,7 +334,7 @@ impl Conn<'_> {
                 elapsed.as_secs_f64(),
                 budget,
                 job.req.id(),
-                job.thread.load(Relaxed)
+                worker
             );
         }
     }
