@@ -58,10 +58,7 @@ impl Span {
     #[inline]
     fn new(start: usize, end: usize) -> Span {
         debug_assert!(start <= end && end <= u32::MAX as usize);
-        Span {
-            start: start as u32,
-            end: end as u32,
-        }
+        Span { start: start as u32, end: end as u32 }
     }
 
     /// The bytes this span covers in `buf`, which must be the buffer (or an
@@ -252,10 +249,7 @@ pub struct Head {
 impl Head {
     /// Value of the first field named `name` (ASCII case-insensitive).
     pub fn header<'a>(&self, buf: &'a [u8], name: &str) -> Option<&'a [u8]> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.get(buf).eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, v)| v.get(buf))
+        self.headers.iter().find(|(n, _)| n.get(buf).eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| v.get(buf))
     }
 }
 
@@ -313,16 +307,11 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, ParseErro
         if slots.len() < nslots {
             slots.resize(nslots, MaybeUninit::uninit());
         }
-        let slots: &mut [MaybeUninit<httparse::Header<'static>>] = &mut slots[..nslots];
-        // SAFETY: only the lifetime parameter changes, which does not affect
-        // layout. httparse writes `Header<'b>` values borrowing `buf` into the
-        // slots, and we read them (through `req.headers`) only inside
-        // `parse_slots`, while `buf` is borrowed. Afterwards the slots may
-        // hold dangling references, but inside `MaybeUninit`, which has no
-        // validity requirement, and every call hands the slots to httparse as
-        // uninitialized again, so they are never read as `Header`s.
-        let slots: &mut [MaybeUninit<httparse::Header<'_>>] =
-            unsafe { &mut *(slots as *mut [_] as *mut [MaybeUninit<httparse::Header<'_>>]) };
+        // SAFETY: the slots are read as `Header`s only through `req.headers`
+        // inside `parse_slots`, while `buf` is borrowed. The vector is only
+        // ever handed to httparse as uninitialized slots, so the dangling
+        // references it may keep after this call are never read.
+        let slots = unsafe { relabel_slots(&mut slots[..nslots]) };
         Some(parse_slots(buf, limits, slots, slots_capped))
     });
     match with_tls {
@@ -334,6 +323,25 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, ParseErro
             parse_slots(buf, limits, &mut slots, slots_capped)
         }
     }
+}
+
+/// Lend the thread's `'static`-typed scratch slots for headers that borrow
+/// a shorter-lived buffer.
+///
+/// # Safety
+///
+/// Only the lifetime parameter changes, which does not affect layout; but
+/// once the returned borrow ends, the slots may hold `Header`s whose
+/// references dangle. The caller must never read them as initialized
+/// afterwards. (`MaybeUninit` itself has no validity requirement, so merely
+/// keeping such bytes is fine.)
+unsafe fn relabel_slots<'s, 'b>(
+    slots: &'s mut [MaybeUninit<httparse::Header<'static>>],
+) -> &'s mut [MaybeUninit<httparse::Header<'b>>] {
+    let len = slots.len();
+    let ptr = slots.as_mut_ptr().cast::<MaybeUninit<httparse::Header<'b>>>();
+    // SAFETY: same allocation, length and layout; exclusive borrow for 's.
+    unsafe { std::slice::from_raw_parts_mut(ptr, len) }
 }
 
 /// The body of [`parse_head`], with header slots supplied.
@@ -369,19 +377,11 @@ fn parse_slots<'b>(
     if len > limits.head_bytes || len > u32::MAX as usize {
         return Err(ParseError::HeadTooLarge);
     }
-    let version = if minor == 1 {
-        Version::Http11
-    } else {
-        Version::Http10
-    };
+    let version = if minor == 1 { Version::Http11 } else { Version::Http10 };
     let (path, query) = split_target(buf, target_start, target_end)?;
 
     // The blank line that ends the head is "\r\n" or "\n".
-    let blank_start = if buf[len - 2] == b'\r' {
-        len - 2
-    } else {
-        len - 1
-    };
+    let blank_start = if buf[len - 2] == b'\r' { len - 2 } else { len - 1 };
     let mut fields = FieldState::default();
     let mut headers = Vec::with_capacity(req.headers.len());
     for (i, h) in req.headers.iter().enumerate() {
@@ -547,9 +547,7 @@ impl FieldState {
                 return Err(ParseError::BadRequest("Transfer-Encoding in HTTP/1.0"));
             }
             if self.content_length.is_some() {
-                return Err(ParseError::BadRequest(
-                    "both Content-Length and Transfer-Encoding",
-                ));
+                return Err(ParseError::BadRequest("both Content-Length and Transfer-Encoding"));
             }
             if !self.te_any {
                 return Err(ParseError::BadRequest("empty Transfer-Encoding"));
@@ -571,11 +569,7 @@ impl FieldState {
 }
 
 /// Split a request-target into path and query (RFC 9112 §3.2).
-fn split_target(
-    buf: &[u8],
-    start: usize,
-    end: usize,
-) -> Result<(Span, Option<Span>), ParseError> {
+fn split_target(buf: &[u8], start: usize, end: usize) -> Result<(Span, Option<Span>), ParseError> {
     let target = &buf[start..end];
     let path_start = match target[0] {
         // origin-form
@@ -592,10 +586,8 @@ fn split_target(
                 return Err(ParseError::BadRequest("invalid request-target"));
             };
             let authority = &target[scheme_len..];
-            let authority_len = authority
-                .iter()
-                .position(|&b| matches!(b, b'/' | b'?' | b'#'))
-                .unwrap_or(authority.len());
+            let authority_len =
+                authority.iter().position(|&b| matches!(b, b'/' | b'?' | b'#')).unwrap_or(authority.len());
             if authority_len == 0 || authority[..authority_len].contains(&b'@') {
                 return Err(ParseError::BadRequest("invalid request-target"));
             }
@@ -610,10 +602,7 @@ fn split_target(
             path_start
         }
     };
-    let path_end = buf[path_start..end]
-        .iter()
-        .position(|&b| b == b'?' || b == b'#')
-        .map_or(end, |i| path_start + i);
+    let path_end = buf[path_start..end].iter().position(|&b| b == b'?' || b == b'#').map_or(end, |i| path_start + i);
     Ok((Span::new(path_start, path_end), query_span(buf, path_end, end)?))
 }
 
@@ -715,10 +704,7 @@ fn is_http_version_like(buf: &[u8]) -> bool {
 /// Items of a comma-separated list (RFC 9110 §5.6.1), OWS trimmed, empty
 /// items skipped.
 fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|&b| b == b',')
-        .map(trim_ows)
-        .filter(|item| !item.is_empty())
+    value.split(|&b| b == b',').map(trim_ows).filter(|item| !item.is_empty())
 }
 
 fn trim_ows(mut s: &[u8]) -> &[u8] {
@@ -908,11 +894,7 @@ impl ChunkedDecoder {
                     }
                     _ => return Err(ParseError::BadChunk("missing CRLF after chunk data")),
                 },
-                Chunk::TrailerStart
-                | Chunk::TrailerName
-                | Chunk::TrailerValue
-                | Chunk::TrailerLf
-                | Chunk::EndLf => {
+                Chunk::TrailerStart | Chunk::TrailerName | Chunk::TrailerValue | Chunk::TrailerLf | Chunk::EndLf => {
                     self.trailer_len += 1;
                     if self.trailer_len > MAX_TRAILER_BYTES {
                         return Err(ParseError::TrailersTooLarge);
@@ -987,9 +969,7 @@ fn trailer_step(state: Chunk, b: u8) -> Result<Chunk, ParseError> {
         (Chunk::TrailerValue, b'\t' | b' '..=b'~' | 0x80..=0xff) => Chunk::TrailerValue,
         (Chunk::TrailerLf, b'\n') => Chunk::TrailerStart,
         (Chunk::EndLf, b'\n') => Chunk::Done,
-        (Chunk::TrailerLf | Chunk::EndLf, _) => {
-            return Err(ParseError::BadChunk("bare CR in trailer section"))
-        }
+        (Chunk::TrailerLf | Chunk::EndLf, _) => return Err(ParseError::BadChunk("bare CR in trailer section")),
         (_, b'\n') => return Err(ParseError::BadChunk("bare LF in trailer section")),
         _ => return Err(ParseError::BadChunk("invalid trailer field")),
     })
@@ -1069,20 +1049,8 @@ mod tests {
     fn header_values_are_trimmed_and_order_kept() {
         let raw = get_with("B: \t two words \t\r\nA:\r\nC:x\r\n");
         let head = ok(&raw);
-        let fields: Vec<_> = head
-            .headers
-            .iter()
-            .map(|(n, v)| (n.get(&raw), v.get(&raw)))
-            .collect();
-        assert_eq!(
-            fields,
-            [
-                (&b"Host"[..], &b"x"[..]),
-                (b"B", b"two words"),
-                (b"A", b""),
-                (b"C", b"x"),
-            ]
-        );
+        let fields: Vec<_> = head.headers.iter().map(|(n, v)| (n.get(&raw), v.get(&raw))).collect();
+        assert_eq!(fields, [(&b"Host"[..], &b"x"[..]), (b"B", b"two words"), (b"A", b""), (b"C", b"x"),]);
         assert_eq!(head.header(&raw, "b"), Some(&b"two words"[..]));
         assert_eq!(head.header(&raw, "missing"), None);
     }
@@ -1097,10 +1065,7 @@ mod tests {
 
     #[test]
     fn leading_empty_lines_count_toward_head_bytes() {
-        let limits = Limits {
-            head_bytes: 40,
-            ..Limits::default()
-        };
+        let limits = Limits { head_bytes: 40, ..Limits::default() };
         let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"; // 27 bytes
         assert!(parse_head(head, &limits).unwrap().is_some());
         let mut raw = b"\r\n".repeat(7);
@@ -1189,10 +1154,7 @@ mod tests {
 
     #[test]
     fn long_request_line_is_414() {
-        let limits = Limits {
-            request_line: 30,
-            ..Limits::default()
-        };
+        let limits = Limits { request_line: 30, ..Limits::default() };
         // "GET /" + path + " HTTP/1.1" = 14 + path bytes.
         let line = |path_len: usize| format!("GET /{} HTTP/1.1", "a".repeat(path_len));
         let at_limit = format!("{}\r\nHost: x\r\n\r\n", line(16));
@@ -1203,12 +1165,9 @@ mod tests {
 
     #[test]
     fn incomplete_long_request_line_is_414() {
-        let limits = Limits {
-            request_line: 30,
-            ..Limits::default()
-        };
+        let limits = Limits { request_line: 30, ..Limits::default() };
         let raw = format!("GET /{}", "a".repeat(26)); // 31 bytes, no LF yet
-        assert_eq!(parse_head(raw[..30].as_bytes(), &limits), Ok(None));
+        assert_eq!(parse_head(&raw.as_bytes()[..30], &limits), Ok(None));
         assert_eq!(parse_head(raw.as_bytes(), &limits), Err(ParseError::UriTooLong));
         // A complete line at the limit followed by CR is not over it.
         let line = format!("GET /{} HTTP/1.1\r", "a".repeat(16));
@@ -1339,45 +1298,29 @@ mod tests {
 
     #[test]
     fn too_many_fields_is_431() {
-        let limits = Limits {
-            fields: 5,
-            ..Limits::default()
-        };
+        let limits = Limits { fields: 5, ..Limits::default() };
         let fields = |n: usize| (1..n).map(|i| format!("X-{i}: v\r\n")).collect::<String>();
         assert!(parse_head(&get_with(&fields(5)), &limits).unwrap().is_some());
         assert_eq!(parse_head(&get_with(&fields(6)), &limits), Err(ParseError::TooManyFields));
         // Reported before the head is complete.
         let partial = get_with(&fields(6));
-        assert_eq!(
-            parse_head(&partial[..partial.len() - 2], &limits),
-            Err(ParseError::TooManyFields)
-        );
+        assert_eq!(parse_head(&partial[..partial.len() - 2], &limits), Err(ParseError::TooManyFields));
     }
 
     #[test]
     fn scratch_slots_grow_with_the_field_limit() {
         let fields = (1..150).map(|i| format!("X-{i}: v\r\n")).collect::<String>();
         let raw = get_with(&fields);
-        let small = Limits {
-            fields: 2,
-            ..Limits::default()
-        };
+        let small = Limits { fields: 2, ..Limits::default() };
         assert_eq!(parse_head(&raw, &small), Err(ParseError::TooManyFields));
-        let big = Limits {
-            fields: 200,
-            ..Limits::default()
-        };
+        let big = Limits { fields: 200, ..Limits::default() };
         assert_eq!(parse_head(&raw, &big).unwrap().unwrap().headers.len(), 150);
         assert_eq!(parse_head(&raw, &small), Err(ParseError::TooManyFields));
     }
 
     #[test]
     fn huge_field_limit_is_bounded_by_head_bytes() {
-        let limits = Limits {
-            fields: usize::MAX,
-            head_bytes: 300,
-            ..Limits::default()
-        };
+        let limits = Limits { fields: usize::MAX, head_bytes: 300, ..Limits::default() };
         let fields = (0..200).map(|_| "a:\n").collect::<String>();
         let raw = format!("GET / HTTP/1.0\n{fields}\n");
         assert_eq!(parse_head(raw.as_bytes(), &limits), Err(ParseError::HeadTooLarge));
@@ -1386,10 +1329,7 @@ mod tests {
 
     #[test]
     fn field_too_large_is_431() {
-        let limits = Limits {
-            field_size: 20,
-            ..Limits::default()
-        };
+        let limits = Limits { field_size: 20, ..Limits::default() };
         // "X-A: " is 5 bytes, so a 15-byte value is exactly at the limit.
         let line = |n: usize| format!("X-A: {}\r\n", "v".repeat(n));
         let at_limit = get_with(&line(15));
@@ -1406,10 +1346,7 @@ mod tests {
 
     #[test]
     fn incomplete_field_too_large_is_431() {
-        let limits = Limits {
-            field_size: 20,
-            ..Limits::default()
-        };
+        let limits = Limits { field_size: 20, ..Limits::default() };
         let raw = format!("GET / HTTP/1.1\r\nHost: x\r\nX-A: {}", "v".repeat(15));
         assert_eq!(parse_head(raw.as_bytes(), &limits), Ok(None));
         let raw_cr = format!("{raw}\r");
@@ -1420,10 +1357,7 @@ mod tests {
 
     #[test]
     fn head_too_large_is_431() {
-        let limits = Limits {
-            head_bytes: 64,
-            ..Limits::default()
-        };
+        let limits = Limits { head_bytes: 64, ..Limits::default() };
         let fill = |n: usize| get_with(&format!("X-A: {}\r\n", "v".repeat(n)));
         // 27 bytes of request + "X-A: " + CRLF = 34 + n.
         assert!(parse_head(&fill(30), &limits).unwrap().is_some());
@@ -1520,10 +1454,7 @@ mod tests {
 
     #[test]
     fn content_length_over_max_body_is_413() {
-        let limits = Limits {
-            max_body: 100,
-            ..Limits::default()
-        };
+        let limits = Limits { max_body: 100, ..Limits::default() };
         let at = get_with("Content-Length: 100\r\n");
         assert_eq!(parse_head(&at, &limits).unwrap().unwrap().framing, Framing::Length(100));
         let over = get_with("Content-Length: 101\r\n");
@@ -1579,11 +1510,7 @@ mod tests {
             "Transfer-Encoding: identity\r\n",
             "Transfer-Encoding: chunked;q=1\r\n",
         ] {
-            assert_eq!(
-                err(&get_with(fields)),
-                ParseError::UnsupportedTransferCoding,
-                "{fields:?}"
-            );
+            assert_eq!(err(&get_with(fields)), ParseError::UnsupportedTransferCoding, "{fields:?}");
         }
     }
 
@@ -1765,10 +1692,7 @@ mod tests {
             decode_all(b"1\r\nxy\r\n0\r\n\r\n", 100),
             Err(ParseError::BadChunk("missing CRLF after chunk data"))
         );
-        assert_eq!(
-            decode_all(b"1\r\nx\rz0\r\n\r\n", 100),
-            Err(ParseError::BadChunk("missing CRLF after chunk data"))
-        );
+        assert_eq!(decode_all(b"1\r\nx\rz0\r\n\r\n", 100), Err(ParseError::BadChunk("missing CRLF after chunk data")));
     }
 
     #[test]
@@ -1946,9 +1870,7 @@ mod tests {
         }
 
         // Vectors too long to spell out, built the same way.
-        let hops: String = (0..40)
-            .map(|i| format!("X-Forwarded-Hop-{i}: 10.0.0.{i}\r\n"))
-            .collect();
+        let hops: String = (0..40).map(|i| format!("X-Forwarded-Hop-{i}: 10.0.0.{i}\r\n")).collect();
         let raw = format!("GET / HTTP/1.1\r\nHost: x\r\n{hops}\r\n");
         assert_eq!(raw.len(), 1247);
         check_vector("many-ordinary-headers", raw.as_bytes(), Ok(true, b""));

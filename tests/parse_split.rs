@@ -118,11 +118,7 @@ fn chunked_body() -> impl Strategy<Value = Body> {
 }
 
 fn any_body() -> impl Strategy<Value = Body> {
-    prop_oneof![
-        Just(Body::None),
-        prop::collection::vec(any::<u8>(), 0..200).prop_map(Body::Length),
-        chunked_body(),
-    ]
+    prop_oneof![Just(Body::None), prop::collection::vec(any::<u8>(), 0..200).prop_map(Body::Length), chunked_body(),]
 }
 
 fn request(body: impl Strategy<Value = Body>) -> impl Strategy<Value = Request> {
@@ -142,17 +138,7 @@ fn request(body: impl Strategy<Value = Body>) -> impl Strategy<Value = Request> 
     (line, rest).prop_map(|((leading, method, segments, query, http10, eol), (fields, close, body))| {
         // Transfer-Encoding is not allowed in HTTP/1.0.
         let http10 = http10 && !matches!(body, Body::Chunked(..));
-        Request {
-            leading,
-            method,
-            path: format!("/{}", segments.join("/")),
-            query,
-            http10,
-            eol,
-            fields,
-            close,
-            body,
-        }
+        Request { leading, method, path: format!("/{}", segments.join("/")), query, http10, eol, fields, close, body }
     })
 }
 
