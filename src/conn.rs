@@ -134,7 +134,10 @@ impl Conn<'_> {
                 return Ok(None);
             }
             if self.start == self.end {
-                if self.shared.draining.load(Acquire) {
+                // Draining: an idle keep-alive connection closes (as at its keep-alive
+                // timeout); a fresh one still gets its first request read and answered 503,
+                // so a client that connected just before the drain never sees an empty reply.
+                if self.requests > 0 && self.shared.draining.load(Acquire) {
                     return Ok(None);
                 }
                 self.start = 0;

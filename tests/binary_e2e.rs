@@ -97,10 +97,11 @@ fn panic_is_500_and_the_thread_survives() {
 fn full_queue_answers_503_without_running_the_handler() {
     let srv = ServerProc::start(&["--threads", "1", "--backlog", "1"]);
     let addr = srv.addr;
+    let admin = srv.admin;
     let busy = thread::spawn(move || get(addr, "/block?ms=1500"));
-    thread::sleep(Duration::from_millis(300));
+    assert!(wait_for(Duration::from_secs(5), || metric(admin, "vigil_worker_threads_busy") == 1.0));
     let queued = thread::spawn(move || get(addr, "/block?ms=10"));
-    thread::sleep(Duration::from_millis(300));
+    assert!(wait_for(Duration::from_secs(5), || metric(admin, "vigil_queue_depth") == 1.0));
     let r = get(addr, "/");
     assert_eq!(r.status, 503, "{}", r.text());
     assert_eq!(r.header("retry-after"), Some("1"));
@@ -114,8 +115,9 @@ fn full_queue_answers_503_without_running_the_handler() {
 fn sigterm_lets_the_running_request_finish_and_exits_0() {
     let mut srv = ServerProc::start(&["--threads", "2", "--graceful-timeout", "10"]);
     let addr = srv.addr;
+    let admin = srv.admin;
     let req = thread::spawn(move || get(addr, "/sleep?ms=1500"));
-    thread::sleep(Duration::from_millis(400));
+    assert!(wait_for(Duration::from_secs(5), || metric(admin, "vigil_worker_threads_busy") == 1.0));
     srv.terminate();
     let r = req.join().unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
@@ -127,8 +129,9 @@ fn sigterm_lets_the_running_request_finish_and_exits_0() {
 fn drain_past_graceful_timeout_cancels_what_is_left_with_504() {
     let mut srv = ServerProc::start(&["--threads", "2", "--graceful-timeout", "1", "--timeout", "30"]);
     let addr = srv.addr;
+    let admin = srv.admin;
     let req = thread::spawn(move || timed_get(addr, "/sleep?ms=10000"));
-    thread::sleep(Duration::from_millis(300));
+    assert!(wait_for(Duration::from_secs(5), || metric(admin, "vigil_worker_threads_busy") == 1.0));
     srv.terminate();
     let (r, d) = req.join().unwrap();
     assert_eq!(r.status, 504);

@@ -188,7 +188,7 @@ fn readiness_fails_while_draining() {
     let addr = srv.local_addr();
     let admin = srv.admin_addr().unwrap();
     let req = thread::spawn(move || get(addr, "/slow"));
-    thread::sleep(Duration::from_millis(200));
+    assert!(wait_for(Duration::from_secs(5), || metric(admin, "vigil_worker_threads_busy") == 1.0));
     srv.shutdown();
     let r = get(admin, "/readyz");
     assert_eq!(r.status, 503);
@@ -213,15 +213,16 @@ fn request_whose_deadline_passes_in_the_queue_gets_503_without_running() {
     let srv =
         start(settings().threads(1).timeout(Duration::from_millis(400)).cancel_grace(Duration::from_secs(5)), app);
     let addr = srv.local_addr();
+    let admin = srv.admin_addr().unwrap();
     let blocker = thread::spawn(move || get(addr, "/block"));
-    thread::sleep(Duration::from_millis(100));
+    assert!(wait_for(Duration::from_secs(5), || metric(admin, "vigil_worker_threads_busy") == 1.0));
     let (r, d) = timed_get(addr, "/count");
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(d < Duration::from_millis(1100), "answered at its deadline, not when a thread freed up: {d:?}");
     assert_eq!(blocker.join().unwrap().status, 504);
     thread::sleep(Duration::from_millis(300));
     assert_eq!(ran.load(Ordering::SeqCst), 0, "the handler of a request answered 503 must not run");
-    assert!(get(srv.admin_addr().unwrap(), "/metrics").text().contains("reason=\"queue\"} 1"));
+    assert!(get(admin, "/metrics").text().contains("reason=\"queue\"} 1"));
     srv.stop();
 }
 
@@ -233,10 +234,11 @@ fn drain_answers_queued_requests_503_and_lets_the_running_one_finish() {
     });
     let srv = start(settings().threads(1), app);
     let addr = srv.local_addr();
+    let admin = srv.admin_addr().unwrap();
     let running = thread::spawn(move || get(addr, "/work"));
-    thread::sleep(Duration::from_millis(150));
+    assert!(wait_for(Duration::from_secs(5), || metric(admin, "vigil_worker_threads_busy") == 1.0));
     let queued = thread::spawn(move || get(addr, "/work"));
-    thread::sleep(Duration::from_millis(150));
+    assert!(wait_for(Duration::from_secs(5), || metric(admin, "vigil_queue_depth") == 1.0));
     srv.shutdown();
     let q = queued.join().unwrap();
     assert_eq!(q.status, 503);
