@@ -135,6 +135,12 @@ impl ServerProc {
             }
             _ => Command::new(env!("CARGO_BIN_EXE_vigil")),
         };
+        #[cfg(windows)]
+        {
+            // Its own process group, so that terminate()'s Ctrl-Break reaches it and not us.
+            use std::os::windows::process::CommandExt;
+            cmd.creation_flags(windows_sys::Win32::System::Threading::CREATE_NEW_PROCESS_GROUP);
+        }
         let mut child = cmd
             .args(&all)
             .env("RUST_LOG", std::env::var("VIGIL_TEST_LOG").unwrap_or_else(|_| "info".into()))
@@ -189,15 +195,25 @@ impl ServerProc {
         self.stderr.try_iter().collect()
     }
 
-    /// Sends the platform's termination signal (SIGTERM on Unix).
+    /// Asks the server to drain: SIGTERM on Unix; Ctrl-Break on Windows (the server runs in its
+    /// own process group, see [`start`]); and for a Windows build under Wine (`VIGIL_SERVER_CMD`
+    /// naming a `.exe`) SIGINT, which Wine hands to the program as a Ctrl-C console event (on
+    /// SIGTERM, Wine ends the program at once).
+    ///
+    /// [`start`]: ServerProc::start
     pub fn terminate(&self) {
         #[cfg(unix)]
         {
-            let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+            let wine = std::env::var("VIGIL_SERVER_CMD").is_ok_and(|c| c.to_ascii_lowercase().contains(".exe"));
+            let sig = if wine { "-INT" } else { "-TERM" };
+            let _ = Command::new("kill").args([sig, &self.child.id().to_string()]).status();
         }
-        #[cfg(not(unix))]
+        #[cfg(windows)]
         {
-            panic!("terminate() needs Unix; on Windows use a console control event");
+            use windows_sys::Win32::System::Console::{GenerateConsoleCtrlEvent, CTRL_BREAK_EVENT};
+            // SAFETY: no pointers; the group id is the child's pid (it leads its own group).
+            let ok = unsafe { GenerateConsoleCtrlEvent(CTRL_BREAK_EVENT, self.child.id()) };
+            assert!(ok != 0, "Ctrl-Break to {}: {}", self.child.id(), std::io::Error::last_os_error());
         }
     }
 
