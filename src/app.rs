@@ -250,27 +250,68 @@ impl App {
     }
 
     /// Adds a `GET` route (it also answers `HEAD`) with default options.
-    pub fn get(self, pattern: &str, h: impl Handler) -> Self {
-        self.route("GET", pattern, RouteOptions::new(), h)
+    pub fn get<F, R>(self, pattern: &str, f: F) -> Self
+    where
+        F: Fn(&Request, &Ctx) -> R + Send + Sync + 'static,
+        R: IntoResponse,
+    {
+        self.route("GET", pattern, RouteOptions::new(), f)
     }
 
     /// Adds a `POST` route with default options.
-    pub fn post(self, pattern: &str, h: impl Handler) -> Self {
-        self.route("POST", pattern, RouteOptions::new(), h)
+    pub fn post<F, R>(self, pattern: &str, f: F) -> Self
+    where
+        F: Fn(&Request, &Ctx) -> R + Send + Sync + 'static,
+        R: IntoResponse,
+    {
+        self.route("POST", pattern, RouteOptions::new(), f)
     }
 
     /// Adds a `PUT` route with default options.
-    pub fn put(self, pattern: &str, h: impl Handler) -> Self {
-        self.route("PUT", pattern, RouteOptions::new(), h)
+    pub fn put<F, R>(self, pattern: &str, f: F) -> Self
+    where
+        F: Fn(&Request, &Ctx) -> R + Send + Sync + 'static,
+        R: IntoResponse,
+    {
+        self.route("PUT", pattern, RouteOptions::new(), f)
     }
 
     /// Adds a `DELETE` route with default options.
-    pub fn delete(self, pattern: &str, h: impl Handler) -> Self {
-        self.route("DELETE", pattern, RouteOptions::new(), h)
+    pub fn delete<F, R>(self, pattern: &str, f: F) -> Self
+    where
+        F: Fn(&Request, &Ctx) -> R + Send + Sync + 'static,
+        R: IntoResponse,
+    {
+        self.route("DELETE", pattern, RouteOptions::new(), f)
     }
 
     /// Adds a route for `method` and `pattern` with its own options.
-    pub fn route(mut self, method: &str, pattern: &str, options: RouteOptions, h: impl Handler) -> Self {
+    ///
+    /// Like [`get`](App::get) and friends it takes a closure or function, whose argument types
+    /// are inferred; a value of your own [`Handler`] type goes to [`handler`](App::handler).
+    pub fn route<F, R>(self, method: &str, pattern: &str, options: RouteOptions, f: F) -> Self
+    where
+        F: Fn(&Request, &Ctx) -> R + Send + Sync + 'static,
+        R: IntoResponse,
+    {
+        self.handler(method, pattern, options, f)
+    }
+
+    /// Adds a route served by any [`Handler`], such as a struct of your own.
+    ///
+    /// ```
+    /// use vigil::{App, Ctx, Handler, Request, Response, RouteOptions};
+    ///
+    /// struct Greeter(&'static str);
+    /// impl Handler for Greeter {
+    ///     fn call(&self, _req: &Request, _ctx: &Ctx) -> Response {
+    ///         Response::text(self.0)
+    ///     }
+    /// }
+    /// let app = App::new().handler("GET", "/hi", RouteOptions::new(), Greeter("hi"));
+    /// assert_eq!(app.len(), 1);
+    /// ```
+    pub fn handler(mut self, method: &str, pattern: &str, options: RouteOptions, h: impl Handler) -> Self {
         let segments: Vec<Segment> = pattern
             .split('/')
             .filter(|s| !s.is_empty())

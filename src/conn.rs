@@ -245,6 +245,7 @@ impl Conn<'_> {
             let resp = Response::error(503, "server shutting down").with_header("Retry-After", "1");
             return self.answer_directly(resp, &head, &request_id, true, t0);
         }
+        let has_body = head.framing != BodyFraming::None;
         let body = self.read_body(&head)?;
         let keep_alive = head.keep_alive;
         let mut req = Request::new(raw_head, head, body, self.peer, request_id);
@@ -254,7 +255,8 @@ impl Conn<'_> {
         self.seq += 1;
         self.requests += 1;
         let tx = self.reply.get_or_insert_with(may::sync::mpsc::channel).0.clone();
-        let start_ns = clock::now_ns(); // the deadline clock starts once the request is read
+        // The deadline clock starts once the request is read: that is `t0` unless a body was read.
+        let start_ns = if has_body { clock::now_ns() } else { t0 };
         let job = Arc::new(Inflight::new(req, route, seq, start_ns, timeout, stall, tx, PeerProbe::new(&self.stream)));
         shared.metrics.requests_in_flight.fetch_add(1, Relaxed);
         match shared.queue.submit(Arc::clone(&job)) {
@@ -266,11 +268,15 @@ impl Conn<'_> {
                 let resp = match e {
                     SubmitError::Full => {
                         shared.metrics.reject(Rejected::QueueFull);
-                        warn!(
-                            "queue full (--backlog {}): id={} answered 503",
-                            shared.settings.effective_backlog(),
-                            job.req.id()
-                        );
+                        if let Some(suppressed) = shared.queue_full_log.allow(t0) {
+                            warn!(
+                                event = "queue_full", id = job.req.id(), suppressed = suppressed;
+                                "queue full (--backlog {}): id={} answered 503 ({suppressed} more answered 503 \
+                                 queue full since the last such line; at most one line per second)",
+                                shared.settings.effective_backlog(),
+                                job.req.id()
+                            );
+                        }
                         Response::error(503, "server busy: request queue full").with_header("Retry-After", "1")
                     }
                     SubmitError::Closed => Response::error(503, "server shutting down"),
@@ -374,6 +380,9 @@ impl Conn<'_> {
 
     /// Reads the body the head announced (sending `100 Continue` first when asked to).
     fn read_body(&mut self, head: &Head) -> Result<Vec<u8>, Stop> {
+        if head.framing == BodyFraming::None {
+            return Ok(Vec::new());
+        }
         let started = Instant::now();
         let limit = self.shared.settings.body_timeout;
         match head.framing {

@@ -42,4 +42,4 @@ pub use ctx::{Cancelled, Ctx};
 pub use request::Request;
 pub use response::Response;
 pub use server::{Server, ServerHandle, ShutdownTrigger};
-pub use settings::{parse_duration, parse_size, Cli, LogFormat, Settings, SettingsError};
+pub use settings::{parse_duration, parse_size, Cli, LogFormat, Settings, SettingsError, MIN_DEFAULT_BACKLOG};

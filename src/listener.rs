@@ -38,12 +38,17 @@ fn accept_loop(listener: may::net::TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        if shared.accept_stop.load(Acquire) {
-            break;
-        }
+        let stopping = shared.accept_stop.load(Acquire);
         let _ = stream.set_nodelay(true);
         let open = shared.metrics.connections_open.fetch_add(1, AcqRel) + 1;
         let shared2 = Arc::clone(&shared);
+        if stopping {
+            // Accepted as the drain began (the drain's own wake-up connection, or a client that
+            // raced it): serve it like any connection open at the drain, so a request on it is
+            // answered 503 + close instead of meeting a closed socket. Then stop accepting.
+            spawn_connection(stream, peer, shared2);
+            break;
+        }
         if open as usize > shared.settings.max_connections {
             shared.metrics.reject(Rejected::MaxConnections);
             if open as usize > shared.settings.max_connections.saturating_add(MAX_REFUSING) {
@@ -59,12 +64,17 @@ fn accept_loop(listener: may::net::TcpListener, shared: Arc<Shared>) {
             });
             continue;
         }
-        may::go!(move || {
-            crate::conn::serve(stream, peer, &shared2);
-            shared2.metrics.connections_open.fetch_sub(1, AcqRel);
-        });
+        spawn_connection(stream, peer, shared2);
     }
     info!("stopped accepting connections");
+}
+
+/// One coroutine per connection: `conn::serve` runs it until it closes.
+fn spawn_connection(stream: may::net::TcpStream, peer: std::net::SocketAddr, shared: Arc<Shared>) {
+    may::go!(move || {
+        crate::conn::serve(stream, peer, &shared);
+        shared.metrics.connections_open.fetch_sub(1, AcqRel);
+    });
 }
 
 /// Answers 503 without reading the request, then closes gracefully: whatever the client is

@@ -302,3 +302,48 @@ mod tests {
         assert_eq!(at(1_735_689_599, 999), "2024-12-31T23:59:59.999Z");
     }
 }
+
+/// Lets one line through per second for a warning that can fire on every request (a full
+/// queue under overload), and counts the ones it held back so the next line can say how many.
+pub(crate) struct OncePerSecond {
+    /// Clock ns of the last line let through; `u64::MAX`: none yet.
+    last_ns: std::sync::atomic::AtomicU64,
+    suppressed: std::sync::atomic::AtomicU64,
+}
+
+impl OncePerSecond {
+    pub(crate) const fn new() -> Self {
+        OncePerSecond {
+            last_ns: std::sync::atomic::AtomicU64::new(u64::MAX),
+            suppressed: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(n)`: log now, `n` occurrences were held back since the last line. `None`: skip it.
+    pub(crate) fn allow(&self, now_ns: u64) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let last = self.last_ns.load(Relaxed);
+        let due = last == u64::MAX || now_ns.saturating_sub(last) >= 1_000_000_000;
+        if due && self.last_ns.compare_exchange(last, now_ns, Relaxed, Relaxed).is_ok() {
+            Some(self.suppressed.swap(0, Relaxed))
+        } else {
+            self.suppressed.fetch_add(1, Relaxed);
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod once_per_second_tests {
+    use super::OncePerSecond;
+
+    #[test]
+    fn lets_one_line_through_per_second_and_counts_the_rest() {
+        let l = OncePerSecond::new();
+        assert_eq!(l.allow(5), Some(0));
+        assert_eq!(l.allow(6), None);
+        assert_eq!(l.allow(999_999_999), None);
+        assert_eq!(l.allow(1_000_000_005), Some(2));
+        assert_eq!(l.allow(1_000_000_006), None);
+    }
+}

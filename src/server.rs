@@ -45,6 +45,8 @@ pub(crate) struct Shared {
     pub next_request_id: AtomicU64,
     /// A per-process prefix for generated request ids.
     pub id_prefix: String,
+    /// Keeps the "queue full" warning to one line per second under overload.
+    pub queue_full_log: crate::logging::OncePerSecond,
 }
 
 impl Shared {
@@ -143,9 +145,11 @@ fn configure_runtime() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-        // Connection coroutines keep their buffers on the heap; 16 KiB of stack is plenty and
-        // keeps idle connections cheap.
-        may::config().set_workers(workers).set_stack_size(0x800 * std::mem::size_of::<usize>());
+        // may counts the stack size in words: 0x1000 is 32 KiB on 64-bit targets, may's own
+        // default. Connection coroutines keep their buffers on the heap; about 8 KiB of the
+        // stack is ever touched (BENCHMARKS.md, finding 6), so an idle connection costs that in
+        // RSS whatever the size, and the spare room guards the logging and formatting paths.
+        may::config().set_workers(workers).set_stack_size(0x1000);
     });
 }
 
@@ -215,6 +219,7 @@ impl Server {
             watchdog_stop: AtomicBool::new(false),
             accept_stop: AtomicBool::new(false),
             next_request_id: AtomicU64::new(1),
+            queue_full_log: crate::logging::OncePerSecond::new(),
             id_prefix,
         });
         for _ in 0..threads {

@@ -32,8 +32,9 @@ macro_rules! settings_table {
             admin_bind: Option<SocketAddr> = Some(loopback(9181)), ADDR_OR_OFF, Any;
             /// worker threads: the OS threads that run handlers.
             threads: usize = default_threads() => "4 × CPUs", INT, Between(1, 4096);
-            /// requests that may wait for a free worker; when full, new ones get 503.
-            backlog: Option<usize> = None => "2 × threads", INT_OR_AUTO, IfSet(AtLeast(1));
+            /// requests that may wait for a free worker; when full, new ones get 503 (a request
+            /// that waits past its deadline gets 503 too).
+            backlog: Option<usize> = None => "2 × threads, at least 1024", INT_OR_AUTO, IfSet(AtLeast(1));
             /// time a handler may run before it is cancelled and its request answered 504.
             timeout: Duration = secs(30), DURATION, Above(Duration::ZERO);
             /// time a cancelled handler has to return before its thread is abandoned and replaced.
@@ -94,7 +95,7 @@ macro_rules! generate_settings {
         /// use vigil::Settings;
         ///
         /// let settings = Settings::default().threads(8).timeout(Duration::from_secs(5));
-        /// assert_eq!(settings.effective_backlog(), 16);
+        /// assert_eq!(settings.effective_backlog(), 1024);
         /// settings.validate().unwrap();
         ///
         /// let parsed = Settings::from_args(&["--threads", "8", "--timeout", "5s"]).unwrap();
@@ -283,12 +284,26 @@ impl fmt::Display for SettingsError {
     }
 }
 
+/// The smallest queue length `backlog` defaults to, whatever the thread count (see
+/// [`Settings::effective_backlog`]).
+///
+/// ```
+/// assert_eq!(vigil::MIN_DEFAULT_BACKLOG, 1024);
+/// ```
+pub const MIN_DEFAULT_BACKLOG: usize = 1024;
+
 impl std::error::Error for SettingsError {}
 
 impl Settings {
-    /// Queue length: `backlog`, or 2 × `threads` when unset.
+    /// Queue length: `backlog`, or when unset 2 × `threads` with a floor of
+    /// [`MIN_DEFAULT_BACKLOG`].
+    ///
+    /// The floor is there because a queue only as long as the pool sheds ordinary keep-alive
+    /// concurrency: 64 clients each with one sub-millisecond request in flight would see 503s
+    /// from an 8-thread pool with a 16-slot queue (measured in BENCHMARKS.md: 44–64 % of the
+    /// answers). Overload is still shed: a request whose deadline passes while it waits gets 503.
     pub fn effective_backlog(&self) -> usize {
-        self.backlog.unwrap_or(self.threads.saturating_mul(2))
+        self.backlog.unwrap_or(self.threads.saturating_mul(2).max(MIN_DEFAULT_BACKLOG))
     }
 
     /// Abandoned threads tolerated before readiness fails: `max_abandoned`, or `threads`.
@@ -897,7 +912,7 @@ mod tests {
         assert_eq!(s.bind, loopback(8080));
         assert_eq!(s.admin_bind, Some(loopback(9181)));
         assert_eq!(s.threads, default_threads());
-        assert_eq!(s.effective_backlog(), 2 * s.threads);
+        assert_eq!(s.effective_backlog(), (2 * s.threads).max(MIN_DEFAULT_BACKLOG));
         assert_eq!(s.effective_max_abandoned(), s.threads);
         assert_eq!((s.timeout, s.cancel_grace, s.graceful_timeout), (secs(30), secs(5), secs(30)));
         assert_eq!((s.keepalive, s.watchdog_tick), (secs(5), ms(10)));
