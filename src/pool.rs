@@ -4,8 +4,10 @@
 //! running, calls the handler under `catch_unwind`, and hands the response to the request's
 //! `answer` (which loses the race if the watchdog already sent a 504). Whether the handler
 //! honored a cancellation, or was abandoned meanwhile, is read from one atomic swap of the
-//! request's state. An abandoned worker exits as soon as its handler returns; the watchdog has
-//! already spawned its replacement. A worker that reached `--max-requests` spawns its own
+//! request's state. The watchdog takes a cancelled request's thread out of the worker count and
+//! starts a stand-in at once; if the handler then honors the cancellation, its thread rejoins
+//! the pool only if the pool is short, else it exits (`rejoin`). An abandoned worker exits as
+//! soon as its handler returns; the stand-in has taken its place. A worker that reached `--max-requests` spawns its own
 //! replacement first, then exits, so no request is dropped.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -13,13 +15,13 @@ use std::sync::atomic::Ordering::*;
 use std::sync::Arc;
 use std::time::Duration;
 
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 
 use crate::ctx::Ctx;
 use crate::dispatch::Job;
 use crate::response::Response;
 use crate::server::Shared;
-use crate::watchdog::{clock, state, Inflight};
+use crate::watchdog::{clock, slot, state, Inflight};
 
 thread_local! {
     /// The last panic message (with its location) on this worker thread, set by the panic hook.
@@ -81,11 +83,15 @@ fn worker(shared: Arc<Shared>, id: u32) {
             Job::Stop => break,
         };
         shared.metrics.workers_busy.fetch_add(1, Relaxed);
-        let abandoned = run_one(&shared, &job, id);
+        let next = run_one(&shared, &job, id);
         shared.metrics.workers_busy.fetch_sub(1, Relaxed);
-        if abandoned {
-            shared.metrics.threads_abandoned_alive.fetch_sub(1, Relaxed);
-            return;
+        match next {
+            Next::Serve => {}
+            Next::ExitAbandoned => {
+                shared.metrics.threads_abandoned_alive.fetch_sub(1, Relaxed);
+                return;
+            }
+            Next::ExitUncounted => return,
         }
         served += 1;
         if limit != 0 && served >= limit {
@@ -100,14 +106,41 @@ fn worker(shared: Arc<Shared>, id: u32) {
     shared.metrics.worker_threads.fetch_sub(1, Relaxed);
 }
 
-/// Runs one job. Returns `true` if this thread was abandoned meanwhile (and must exit).
-fn run_one(shared: &Arc<Shared>, job: &Arc<Inflight>, id: u32) -> bool {
+/// What a worker does after a job.
+enum Next {
+    /// Take the next job.
+    Serve,
+    /// The watchdog abandoned this thread (and took it out of the worker count): exit.
+    ExitAbandoned,
+    /// The handler honored its cancellation after the watchdog had given this thread a stand-in
+    /// (and taken it out of the count), and the pool is full: exit.
+    ExitUncounted,
+}
+
+/// A cancelled handler returned after the watchdog took its thread out of the worker count and
+/// started a stand-in (`watchdog::expire`). The thread rejoins the pool if the pool is short
+/// (a spawn failed, a retirement is under way), else it leaves. `true`: rejoined.
+fn rejoin(shared: &Shared) -> bool {
+    let target = shared.settings.threads as i64;
+    let live = &shared.metrics.worker_threads;
+    let mut n = live.load(Relaxed);
+    while n < target {
+        match live.compare_exchange_weak(n, n + 1, Relaxed, Relaxed) {
+            Ok(_) => return true,
+            Err(now) => n = now,
+        }
+    }
+    false
+}
+
+/// Runs one job, and says whether this thread goes on serving.
+fn run_one(shared: &Arc<Shared>, job: &Arc<Inflight>, id: u32) -> Next {
     let now = clock::now_ns();
     shared.metrics.queue_wait(Duration::from_nanos(now.saturating_sub(job.start_ns)));
     if job.is_answered() {
         // Timed out (503) or drained while it waited.
         job.state.store(state::DONE, Release);
-        return false;
+        return Next::Serve;
     }
     if now >= job.deadline_ns {
         let resp = Response::error(503, "deadline passed while queued").with_header("Retry-After", "1");
@@ -129,14 +162,14 @@ fn run_one(shared: &Arc<Shared>, job: &Arc<Inflight>, id: u32) -> bool {
             shared.record_timeout(job, reason, now);
         }
         job.state.store(state::DONE, Release);
-        return false;
+        return Next::Serve;
     }
     job.thread.store(id, Relaxed);
     job.run_start_ns.store(now, Relaxed);
     job.last_progress_ns.store(now.max(job.last_progress_ns.load(Relaxed)), Relaxed);
     if job.state.compare_exchange(state::QUEUED, state::RUNNING, AcqRel, Acquire).is_err() {
         job.state.store(state::DONE, Release);
-        return false;
+        return Next::Serve;
     }
     let ctx = Ctx { inflight: Arc::clone(job) };
     let handler = &shared.app.routes()[job.route].handler;
@@ -175,7 +208,14 @@ fn run_one(shared: &Arc<Shared>, job: &Arc<Inflight>, id: u32) -> bool {
                 job.req.id(),
                 job.route_name(shared),
             );
-            false
+            // Either this thread keeps its place (the watchdog has not detached it yet, and now
+            // will not), or the watchdog already started a stand-in for it.
+            if job.pool_slot.compare_exchange(slot::COUNTED, slot::KEPT, AcqRel, Acquire).is_ok() || rejoin(shared) {
+                Next::Serve
+            } else {
+                debug!("vigil-worker-{id} exits: vigil-worker-{} stood in for it", job.replaced_by.load(Acquire));
+                Next::ExitUncounted
+            }
         }
         state::ABANDONED => {
             let late = late();
@@ -186,11 +226,11 @@ fn run_one(shared: &Arc<Shared>, job: &Arc<Inflight>, id: u32) -> bool {
                 job.req.id(),
                 job.route_name(shared),
             );
-            true
+            Next::ExitAbandoned
         }
         _ => {
             job.answer(resp, shared);
-            false
+            Next::Serve
         }
     }
 }

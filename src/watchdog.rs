@@ -6,9 +6,11 @@
 //!
 //! 1. `expire()`: a queued request past its deadline is answered 503; a running one past its
 //!    deadline (or stalled past its route's stall timeout) has its token fired and is answered 504
-//!    right then, whatever its handler does;
+//!    right then, whatever its handler does, and a stand-in worker starts at once (outside a
+//!    drain), so the pool does not run short while the handler decides;
 //! 2. `abandon()`: a cancelled request whose handler is still running after the grace period
-//!    loses its thread: a fresh worker replaces it so the pool keeps its size;
+//!    loses its thread for good: it no longer counts as a worker and the stand-in stays (if the
+//!    handler returns in time, one of the two leaves the pool instead: `pool::leave_if_surplus`);
 //! 3. during a drain past `--graceful-timeout`, cancels whatever is left.
 //!
 //! It reads timestamps, flips atomics and sends on channels; it never blocks on a handler.
@@ -53,13 +55,25 @@ pub(crate) mod state {
     pub const RUNNING: u8 = 1;
     /// Token fired, 504 sent, the handler has not returned yet (within the grace period).
     pub const CANCELLING: u8 = 2;
-    /// Grace period over: the thread was given up and replaced.
+    /// Grace period over: the thread was given up (its stand-in, or a new worker, replaces it).
     pub const ABANDONED: u8 = 3;
     pub const DONE: u8 = 4;
 
     pub fn name(s: u8) -> &'static str {
         ["queued", "running", "cancelling", "abandoned", "done"].get(s as usize).copied().unwrap_or("?")
     }
+}
+
+/// [`Inflight::pool_slot`]: whether the request's thread still counts as a worker. The watchdog
+/// (at the cancellation) and the worker (when a cancelled handler returns) race for it with one
+/// compare-and-swap each, so a thread is never both replaced and kept.
+pub(crate) mod slot {
+    /// Counted in `vigil_worker_threads`, as every running request's thread is.
+    pub const COUNTED: u8 = 0;
+    /// The watchdog took the thread out of the count and started a stand-in.
+    pub const DETACHED: u8 = 1;
+    /// The handler returned first: the thread stays in the pool, no stand-in.
+    pub const KEPT: u8 = 2;
 }
 
 /// Why a request was timed out (also the `reason` label of `vigil_request_timeouts_total`).
@@ -173,6 +187,10 @@ pub(crate) struct Inflight {
     pub timeout_reason: AtomicU8,
     /// Worker thread number (0 while queued).
     pub thread: AtomicU32,
+    /// Whether the thread running this request still counts as a worker: see [`slot`].
+    pub pool_slot: AtomicU8,
+    /// The worker started to stand in for this request's thread when it was cancelled (0: none).
+    pub replaced_by: AtomicU32,
     pub stage: Mutex<Cow<'static, str>>,
     pub token: Token,
     reply: ReplyTx,
@@ -206,6 +224,8 @@ impl Inflight {
             cancel_ns: AtomicU64::new(0),
             timeout_reason: AtomicU8::new(u8::MAX),
             thread: AtomicU32::new(0),
+            pool_slot: AtomicU8::new(slot::COUNTED),
+            replaced_by: AtomicU32::new(0),
             stage: Mutex::new(Cow::Borrowed("")),
             token: Token::new(),
             reply: ReplyTx(Some(reply)),
@@ -329,7 +349,7 @@ fn run(shared: Arc<Shared>, rx: crossbeam_channel::Receiver<Arc<Inflight>>) {
 }
 
 /// Pass 1: deadlines, stalls and the end of a drain.
-fn expire(shared: &Shared, r: &Inflight, now: u64, drain_at: u64) {
+fn expire(shared: &Arc<Shared>, r: &Inflight, now: u64, drain_at: u64) {
     let draining_over = drain_at != 0 && now >= drain_at;
     match r.state.load(Acquire) {
         state::QUEUED if r.is_answered() => {}
@@ -395,6 +415,14 @@ fn expire(shared: &Shared, r: &Inflight, now: u64, drain_at: u64) {
             r.answer(Response::error(504, msg), shared);
             shared.record_timeout(r, reason, now);
             r.token.cancel();
+            // The thread is lost to the pool until its handler returns, which may take the whole
+            // grace period or forever: a stand-in starts now, so a burst of hung requests does
+            // not leave the pool short for --cancel-grace. Not while draining: the pool is
+            // stopping.
+            if drain_at == 0 && r.pool_slot.compare_exchange(slot::COUNTED, slot::DETACHED, AcqRel, Acquire).is_ok() {
+                shared.metrics.worker_threads.fetch_sub(1, Relaxed);
+                r.replaced_by.store(crate::pool::spawn_worker(shared), Release);
+            }
         }
         _ => {}
     }
@@ -411,9 +439,15 @@ fn abandon(shared: &Arc<Shared>, r: &Inflight, now: u64, grace: u64) {
     let m = &shared.metrics;
     m.threads_abandoned_total.fetch_add(1, Relaxed);
     let alive = m.threads_abandoned_alive.fetch_add(1, Relaxed) + 1;
-    m.worker_threads.fetch_sub(1, Relaxed);
     shared.set_timeout_outcome(r.req.id(), "abandoned");
-    let replacement = crate::pool::spawn_worker(shared);
+    // Usually the thread was taken out of the count and given a stand-in at the cancellation
+    // (see `expire`); otherwise (a cancellation by the drain) that happens now.
+    let replacement = if r.pool_slot.load(Acquire) == slot::DETACHED {
+        r.replaced_by.load(Acquire)
+    } else {
+        m.worker_threads.fetch_sub(1, Relaxed);
+        crate::pool::spawn_worker(shared)
+    };
     m.threads_replaced_total.fetch_add(1, Relaxed);
     let thread = format!("vigil-worker-{}", r.thread.load(Relaxed));
     let (stage, after) = (r.stage_string(), now.saturating_sub(r.cancel_ns.load(Relaxed)) as f64 / 1e9);

@@ -59,7 +59,50 @@ fn cooperative_spin_gets_504_and_no_thread_is_abandoned() {
     assert!(d < Duration::from_millis(2000), "{d:?}");
     assert!(wait_for(Duration::from_secs(3), || metric(srv.admin, "vigil_cancellations_honored_total") >= 1.0));
     assert_eq!(metric(srv.admin, "vigil_threads_abandoned_total"), 0.0);
+    // The stand-in started at the cancellation or the honoring thread leaves: two again.
+    assert!(wait_for(Duration::from_secs(3), || metric(srv.admin, "vigil_worker_threads") == 2.0));
+}
+
+/// Live `vigil-worker-N` threads of a process, from their names under /proc.
+#[cfg(target_os = "linux")]
+fn worker_threads_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .filter(|name| name.starts_with("vigil-worker-"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+// Counts the server's threads through /proc: Linux, and the native binary (not Wine).
+#[cfg(target_os = "linux")]
+#[test]
+fn cancelled_thread_gets_a_stand_in_at_once_and_leaves_when_its_handler_returns() {
+    if std::env::var_os("VIGIL_SERVER_CMD").is_some() {
+        return;
+    }
+    let srv = ServerProc::start(&["--threads", "2", "--timeout", "0.5", "--cancel-grace", "10s"]);
+    let pid = srv.child.id();
+    assert!(wait_for(Duration::from_secs(5), || worker_threads_of(pid) == 2));
+    // /block ignores its token and sleeps 1.5 s: 504 at 0.5 s, then it honors (late, but
+    // within the grace period) at 1.5 s.
+    let (r, _) = timed_get(srv.addr, "/block?ms=1500");
+    assert_eq!(r.status, 504);
+    assert_eq!(worker_threads_of(pid), 3, "the stand-in runs beside the cancelled thread");
+    assert_eq!(metric(srv.admin, "vigil_worker_threads"), 2.0, "the cancelled thread is not counted");
+    // Both workers serve while the cancelled handler still runs.
+    let both: Vec<_> = (0..2).map(|_| std::thread::spawn(move || timed_get(srv.addr, "/sleep?ms=300"))).collect();
+    for h in both {
+        let (r, d) = h.join().unwrap();
+        assert_eq!(r.status, 200);
+        assert!(d < Duration::from_millis(590), "ran one after the other: {d:?}");
+    }
+    assert!(wait_for(Duration::from_secs(5), || metric(srv.admin, "vigil_cancellations_honored_total") == 1.0));
+    assert!(wait_for(Duration::from_secs(3), || worker_threads_of(pid) == 2), "the honoring thread stayed");
     assert_eq!(metric(srv.admin, "vigil_worker_threads"), 2.0);
+    assert_eq!(metric(srv.admin, "vigil_threads_abandoned_total"), 0.0);
 }
 
 #[test]

@@ -38,9 +38,45 @@ fn hung_handler_gets_504_and_thread_is_replaced() {
     assert_eq!(r.text(), "ok");
     assert!(d < Duration::from_millis(1500), "{d:?}");
     let admin = srv.admin_addr().unwrap();
-    assert_eq!(metric(admin, "vigil_threads_abandoned_total"), 1.0);
+    // The next request was served by the stand-in started at the cancellation; the abandonment
+    // itself comes when the grace period is over.
+    assert!(wait_for(Duration::from_secs(3), || metric(admin, "vigil_threads_abandoned_total") == 1.0));
     assert_eq!(metric(admin, "vigil_threads_replaced_total"), 1.0);
     assert_eq!(metric(admin, "vigil_worker_threads"), 1.0);
+    srv.stop();
+}
+
+#[test]
+fn cancelled_thread_gets_a_stand_in_at_once_and_the_pool_shrinks_back_when_it_returns() {
+    // One worker, a long grace period: without a stand-in, the next request would wait for the
+    // hung handler to return or for the grace period to end.
+    let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(1);
+    let app = App::new()
+        .get("/hang", move |_: &Request, _: &Ctx| {
+            let _ = release_rx.recv(); // ignores its token until the test releases it
+            Response::text("late")
+        })
+        .get("/", |_: &Request, _: &Ctx| Response::text("ok"));
+    let srv =
+        start(settings().threads(1).timeout(Duration::from_millis(300)).cancel_grace(Duration::from_secs(30)), app);
+    let admin = srv.admin_addr().unwrap();
+    assert_eq!(get(srv.local_addr(), "/hang").status, 504);
+    let (r, d) = timed_get(srv.local_addr(), "/");
+    assert_eq!(r.text(), "ok");
+    assert!(d < Duration::from_secs(5), "the next request waited {d:?} for the only worker");
+    // The cancelled thread no longer counts as a worker, but it is still running its handler.
+    assert_eq!(metric(admin, "vigil_worker_threads"), 1.0);
+    assert_eq!(metric(admin, "vigil_worker_threads_busy"), 1.0);
+    assert_eq!(metric(admin, "vigil_threads_abandoned_total"), 0.0);
+
+    // The handler returns within the grace period: its thread leaves, the pool stays at one.
+    release_tx.send(()).unwrap();
+    assert!(wait_for(Duration::from_secs(3), || metric(admin, "vigil_cancellations_honored_total") == 1.0));
+    assert!(wait_for(Duration::from_secs(3), || metric(admin, "vigil_worker_threads_busy") == 0.0));
+    assert_eq!(metric(admin, "vigil_worker_threads"), 1.0);
+    assert_eq!(get(srv.local_addr(), "/").text(), "ok");
+    assert_eq!(metric(admin, "vigil_threads_abandoned_total"), 0.0);
+    assert_eq!(metric(admin, "vigil_threads_replaced_total"), 0.0);
     srv.stop();
 }
 
@@ -206,12 +242,19 @@ fn request_whose_deadline_passes_in_the_queue_gets_503_without_running() {
             thread::sleep(Duration::from_millis(1200));
             Response::text("done")
         })
-        .get("/count", move |_: &Request, _: &Ctx| {
-            ran2.fetch_add(1, Ordering::SeqCst);
-            Response::text("ran")
-        });
+        // Its deadline passes long before /block's, so no stand-in (started when /block is
+        // cancelled) can pick it up in time.
+        .route(
+            "GET",
+            "/count",
+            RouteOptions::new().timeout(Duration::from_millis(200)),
+            move |_: &Request, _: &Ctx| {
+                ran2.fetch_add(1, Ordering::SeqCst);
+                Response::text("ran")
+            },
+        );
     let srv =
-        start(settings().threads(1).timeout(Duration::from_millis(400)).cancel_grace(Duration::from_secs(5)), app);
+        start(settings().threads(1).timeout(Duration::from_millis(800)).cancel_grace(Duration::from_secs(5)), app);
     let addr = srv.local_addr();
     let admin = srv.admin_addr().unwrap();
     let blocker = thread::spawn(move || get(addr, "/block"));
