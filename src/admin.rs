@@ -126,6 +126,7 @@ fn requests(shared: &Shared) -> Vec<serde_json::Value> {
     let secs = |ns: u64| ns as f64 / 1e9;
     let list = shared.inflight.lock();
     list.iter()
+        .filter_map(std::sync::Weak::upgrade)
         .filter(|r| r.state.load(Acquire) != state::DONE)
         .map(|r| {
             let deadline = r.effective_deadline_ns();

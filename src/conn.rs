@@ -261,7 +261,7 @@ impl Conn<'_> {
         shared.metrics.requests_in_flight.fetch_add(1, Relaxed);
         match shared.queue.submit(Arc::clone(&job)) {
             Ok(()) => {
-                let _ = shared.register.send(Arc::clone(&job));
+                let _ = shared.register.send(Arc::downgrade(&job));
             }
             Err(e) => {
                 job.state.store(state::DONE, Release);

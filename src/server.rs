@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::*};
-use std::sync::{Arc, Once};
+use std::sync::{Arc, Once, Weak};
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
@@ -31,9 +31,12 @@ pub(crate) struct Shared {
     pub metrics: Metrics,
     pub queue: Queue,
     /// New in-flight records on their way to the watchdog (lock-free).
-    pub register: crossbeam_channel::Sender<Arc<Inflight>>,
+    pub register: crossbeam_channel::Sender<Weak<Inflight>>,
     /// The watchdog's list of in-flight records; only the watchdog and the admin endpoints lock it.
-    pub inflight: Mutex<Vec<Arc<Inflight>>>,
+    /// Weak references: the connection, the queue and the worker own a request, so it is freed by
+    /// one of them (the connection, usually: the thread that allocated it, which keeps malloc on
+    /// its fast path) and never by the watchdog.
+    pub inflight: Mutex<Vec<Weak<Inflight>>>,
     pub recent_timeouts: Mutex<VecDeque<TimeoutRecord>>,
     pub next_worker_id: AtomicU32,
     /// Set at the start of a drain: stop accepting, answer new requests 503 + close.

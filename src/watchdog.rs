@@ -17,7 +17,7 @@
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::*};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
@@ -310,7 +310,7 @@ pub(crate) struct TimeoutRecord {
 /// Starts the watchdog thread.
 pub(crate) fn spawn(
     shared: Arc<Shared>,
-    rx: crossbeam_channel::Receiver<Arc<Inflight>>,
+    rx: crossbeam_channel::Receiver<Weak<Inflight>>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("vigil-watchdog".into())
@@ -318,7 +318,7 @@ pub(crate) fn spawn(
         .expect("spawn watchdog thread")
 }
 
-fn run(shared: Arc<Shared>, rx: crossbeam_channel::Receiver<Arc<Inflight>>) {
+fn run(shared: Arc<Shared>, rx: crossbeam_channel::Receiver<Weak<Inflight>>) {
     let tick = shared.settings.watchdog_tick;
     let mut ticks: u64 = 0;
     loop {
@@ -326,18 +326,23 @@ fn run(shared: Arc<Shared>, rx: crossbeam_channel::Receiver<Arc<Inflight>>) {
         {
             let mut list = shared.inflight.lock();
             list.extend(rx.try_iter());
-            list.retain(|r| r.state.load(Acquire) != state::DONE);
             let now = clock::now_ns();
             let grace = shared.settings.cancel_grace.as_nanos() as u64;
             let drain_at = shared.drain_deadline_ns.load(Acquire);
             let check_peers = ticks.is_multiple_of(10);
-            for r in list.iter() {
-                expire(&shared, r, now, drain_at);
-                abandon(&shared, r, now, grace);
+            list.retain(|w| {
+                // Gone (every owner dropped it) or done: forget it. A weak reference can't keep
+                // a finished request alive, so the watchdog never frees one.
+                let Some(r) = w.upgrade().filter(|r| r.state.load(Acquire) != state::DONE) else {
+                    return false;
+                };
+                expire(&shared, &r, now, drain_at);
+                abandon(&shared, &r, now, grace);
                 if check_peers {
-                    notice_gone_client(r, now);
+                    notice_gone_client(&r, now);
                 }
-            }
+                true
+            });
         }
         if shared.watchdog_stop.load(Acquire) {
             log_unfinished_at_stop(&shared);
@@ -469,7 +474,7 @@ fn abandon(shared: &Arc<Shared>, r: &Inflight, now: u64, grace: u64) {
 /// At shutdown, every timed-out handler still running gets its last word: no outcome line would
 /// follow otherwise (the process exits with its thread).
 fn log_unfinished_at_stop(shared: &Shared) {
-    for r in shared.inflight.lock().iter() {
+    for r in shared.inflight.lock().iter().filter_map(Weak::upgrade) {
         let st = r.state.load(Acquire);
         if st != state::CANCELLING && st != state::ABANDONED {
             continue;
