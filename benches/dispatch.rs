@@ -1,7 +1,8 @@
 //! The dispatch hop, submit to reply: a connection coroutine `try_send`s a job on the bounded
-//! crossbeam queue (as `src/dispatch.rs`), an OS worker thread `recv`s it and answers on the
-//! connection's `may::sync::mpsc` channel (as `Inflight::answer`), and the coroutine `recv`s the
-//! reply. One request at a time: this is the latency of the hop, including waking the parked
+//! crossbeam queue (as `src/dispatch.rs`), an OS worker thread `recv`s it and puts the answer in
+//! the connection's reply slot (a copy of `vigil::dispatch::ReplySlot`: a mutex-guarded option
+//! plus may's `Blocker`, as `Inflight::answer` does), and the coroutine, parked on the slot, takes
+//! it. One request at a time: this is the latency of the hop, including waking the parked
 //! worker thread and the parked coroutine.
 //!
 //! `coroutine/*` submits from a may coroutine as vigil's connections do; `thread/*` from a plain
@@ -14,15 +15,39 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-struct Reply {
-    seq: u64,
-    resp: String,
+/// As `vigil::dispatch::ReplySlot`, with a `String` for the response.
+struct ReplySlot {
+    reply: parking_lot::Mutex<Option<(u64, String)>>,
+    blocker: may::sync::Blocker,
+}
+
+impl ReplySlot {
+    /// On the context that will wait.
+    fn new() -> Arc<Self> {
+        Arc::new(ReplySlot { reply: parking_lot::Mutex::new(None), blocker: may::sync::Blocker::new(false) })
+    }
+
+    fn put(&self, seq: u64, resp: String) {
+        *self.reply.lock() = Some((seq, resp));
+        self.blocker.unpark();
+    }
+
+    fn wait(&self, seq: u64) -> String {
+        loop {
+            match self.reply.lock().take() {
+                Some((s, resp)) if s == seq => return resp,
+                Some(_) => continue,
+                None => {}
+            }
+            self.blocker.park(None).expect("park");
+        }
+    }
 }
 
 /// The queue's payload: what the worker needs to answer.
 struct Job {
     seq: u64,
-    reply: may::sync::mpsc::Sender<Reply>,
+    reply: Arc<ReplySlot>,
 }
 
 enum Msg {
@@ -44,7 +69,7 @@ impl Pool {
                 std::thread::spawn(move || {
                     while let Ok(Msg::Run(job)) = rx.recv() {
                         // The handler's answer: a small allocated body, like Response::text.
-                        let _ = job.reply.send(Reply { seq: job.seq, resp: String::from("hello") });
+                        job.reply.put(job.seq, String::from("hello"));
                     }
                 })
             })
@@ -64,16 +89,14 @@ impl Pool {
 
 /// `iters` round trips from the calling context; returns the time taken.
 fn round_trips(tx: &crossbeam_channel::Sender<Msg>, iters: u64) -> Duration {
-    let (rtx, rrx) = may::sync::mpsc::channel::<Reply>();
+    let slot = ReplySlot::new();
     let t0 = Instant::now();
     for seq in 0..iters {
-        let job = Arc::new(Job { seq, reply: rtx.clone() });
+        let job = Arc::new(Job { seq, reply: Arc::clone(&slot) });
         if tx.try_send(Msg::Run(job)).is_err() {
             panic!("queue full");
         }
-        let r = rrx.recv().expect("reply");
-        assert_eq!(r.seq, seq);
-        std::hint::black_box(r.resp);
+        std::hint::black_box(slot.wait(seq));
     }
     t0.elapsed()
 }
@@ -88,7 +111,7 @@ fn bench(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 let tx = pool.tx.clone();
                 // SAFETY (may's spawn contract): no thread-local storage held across yields, no
-                // blocking of the scheduler thread except on may's own channel.
+                // blocking of the scheduler thread except on may's own Blocker.
                 let h = unsafe { may::coroutine::spawn(move || round_trips(&tx, iters)) };
                 h.join().expect("coroutine")
             })

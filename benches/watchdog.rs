@@ -2,13 +2,13 @@
 //! model of the hot path, since `Inflight` and its helpers are crate-private.
 //!
 //! The model mirrors `src/watchdog.rs`, `src/conn.rs::handle` and `src/pool.rs::run_one` step
-//! by step, with the same field types and orderings: clone the reply sender, read the clock,
-//! allocate the `Inflight` record in an `Arc`, count it in flight, hand it to the watchdog over
-//! the unbounded crossbeam channel; on the worker: read the clock, check answered/deadline, store
+//! by step, with the same field types and orderings: clone the connection's reply slot, read the clock,
+//! allocate the `Inflight` record in an `Arc`, count it in flight, hand a `Weak` of it to the
+//! watchdog over the unbounded crossbeam channel; on the worker: read the clock, check answered/deadline, store
 //! thread/run-start/progress, CAS queued→running, clone the `Arc` for the `Ctx`; after the
 //! handler: swap to done, CAS `answered`, count it out of flight; on the
-//! watchdog's tick: drain the channel into its list and `retain` the records not done (the last
-//! `Arc` drop frees the record). Excluded: the request itself (parsing, `Request`), the dispatch
+//! watchdog's tick: drain the channel into its list and `retain` the records still alive and not
+//! done (the connection's drop frees the record; the watchdog's `Weak` frees only the shell). Excluded: the request itself (parsing, `Request`), the dispatch
 //! hop (`benches/dispatch.rs`), metrics, and sending the reply.
 //!
 //! `bookkeeping/full` is the whole sequence on one thread with a watchdog tick every 64
@@ -19,7 +19,7 @@ mod common;
 use std::borrow::Cow;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering::*};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -52,10 +52,11 @@ struct Token {
     wake: Condvar,
 }
 
+/// As `vigil::dispatch::ReplySlot` (the connection's, shared by its requests' records).
 #[allow(dead_code)]
-struct Reply {
-    seq: u64,
-    resp: String,
+struct ReplySlot {
+    reply: Mutex<Option<(u64, String)>>,
+    blocker: may::sync::Blocker,
 }
 
 /// As `vigil::watchdog::Inflight`, the request replaced by a stand-in of the same size class.
@@ -76,12 +77,12 @@ struct Inflight {
     thread: AtomicU32,
     stage: Mutex<Cow<'static, str>>,
     token: Token,
-    reply: Option<may::sync::mpsc::Sender<Reply>>,
+    reply: Option<Arc<ReplySlot>>,
     peer: Option<i32>,
 }
 
 impl Inflight {
-    fn new(seq: u64, start_ns: u64, timeout: Duration, reply: may::sync::mpsc::Sender<Reply>) -> Self {
+    fn new(seq: u64, start_ns: u64, timeout: Duration, reply: Arc<ReplySlot>) -> Self {
         Inflight {
             req: [0; 24],
             route: 0,
@@ -112,28 +113,19 @@ struct Parts {
 }
 
 struct Model {
-    reply_tx: may::sync::mpsc::Sender<Reply>,
-    _reply_rx: may::sync::mpsc::Receiver<Reply>,
-    register_tx: crossbeam_channel::Sender<Arc<Inflight>>,
-    register_rx: crossbeam_channel::Receiver<Arc<Inflight>>,
-    list: Vec<Arc<Inflight>>,
+    reply: Arc<ReplySlot>,
+    register_tx: crossbeam_channel::Sender<Weak<Inflight>>,
+    register_rx: crossbeam_channel::Receiver<Weak<Inflight>>,
+    list: Vec<Weak<Inflight>>,
     in_flight: AtomicI64,
     seq: u64,
 }
 
 impl Model {
     fn new() -> Self {
-        let (reply_tx, reply_rx) = may::sync::mpsc::channel();
+        let reply = Arc::new(ReplySlot { reply: Mutex::new(None), blocker: may::sync::Blocker::new(false) });
         let (register_tx, register_rx) = crossbeam_channel::unbounded();
-        Model {
-            reply_tx,
-            _reply_rx: reply_rx,
-            register_tx,
-            register_rx,
-            list: Vec::new(),
-            in_flight: AtomicI64::new(0),
-            seq: 0,
-        }
+        Model { reply, register_tx, register_rx, list: Vec::new(), in_flight: AtomicI64::new(0), seq: 0 }
     }
 
     fn now(parts: Parts, fake: u64) -> u64 {
@@ -148,7 +140,7 @@ impl Model {
     #[inline(never)]
     fn request(&mut self, parts: Parts) {
         // conn.rs: handle
-        let tx = self.reply_tx.clone();
+        let tx = Arc::clone(&self.reply);
         // conn.rs reuses the `t0` it reads for the response latency when the request had no
         // body; the model still counts that read, so it overstates a bodiless request slightly.
         let start_ns = Self::now(parts, 1_000);
@@ -157,9 +149,9 @@ impl Model {
         let job = Arc::new(Inflight::new(seq, start_ns, Duration::from_secs(30), tx));
         self.in_flight.fetch_add(1, Relaxed);
         if parts.register {
-            let _ = self.register_tx.send(Arc::clone(&job));
+            let _ = self.register_tx.send(Arc::downgrade(&job));
         } else {
-            self.list.push(Arc::clone(&job));
+            self.list.push(Arc::downgrade(&job));
         }
         // pool.rs: run_one (the worker holds the queue's clone)
         let worker = Arc::clone(&job);
@@ -194,7 +186,7 @@ impl Model {
 
     fn tick(&mut self) {
         self.list.extend(self.register_rx.try_iter());
-        self.list.retain(|r| r.state.load(Acquire) != DONE);
+        self.list.retain(|w| w.upgrade().is_some_and(|r| r.state.load(Acquire) != DONE));
     }
 }
 
@@ -218,9 +210,9 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("bookkeeping_parts");
     g.bench_function("clock_now_ns", |b| b.iter(clock::now_ns));
     g.bench_function("instant_now", |b| b.iter(Instant::now));
-    let (tx, _rx) = may::sync::mpsc::channel::<Reply>();
+    let tx = Arc::new(ReplySlot { reply: Mutex::new(None), blocker: may::sync::Blocker::new(false) });
     g.bench_function("arc_new_inflight_and_drop", |b| {
-        b.iter(|| Arc::new(Inflight::new(black_box(1), 1_000, Duration::from_secs(30), tx.clone())))
+        b.iter(|| Arc::new(Inflight::new(black_box(1), 1_000, Duration::from_secs(30), Arc::clone(&tx))))
     });
     g.finish();
 }

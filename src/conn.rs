@@ -19,14 +19,14 @@ use log::{debug, info, warn};
 use may::net::TcpStream;
 
 use crate::app::Routed;
-use crate::dispatch::SubmitError;
+use crate::dispatch::{ReplySlot, SubmitError};
 use crate::metrics::Rejected;
 use crate::parse::{parse_head, ChunkedDecoder, Framing as BodyFraming, Head, ParseError};
 use crate::platform::PeerProbe;
 use crate::request::Request;
 use crate::response::{encode, Framing, Response};
 use crate::server::Shared;
-use crate::watchdog::{clock, state, Inflight, Reply};
+use crate::watchdog::{clock, state, Inflight};
 
 /// Initial read buffer per connection. It grows only while one request head does not fit, never
 /// beyond `--limit-request-head` plus this much (the parser answers 431 first), and shrinks back
@@ -66,7 +66,8 @@ struct Conn<'a> {
     /// The read timeout currently set on the socket (setting it is a syscall).
     read_timeout: Option<Duration>,
     seq: u64,
-    reply: Option<(may::sync::mpsc::Sender<Reply>, may::sync::mpsc::Receiver<Reply>)>,
+    /// Created with the first request (on this coroutine, as `ReplySlot::new` requires).
+    reply: Option<Arc<ReplySlot>>,
     requests: u64,
     /// Whether the request being handled is a HEAD (its answer carries no body).
     last_method_is_head: bool,
@@ -254,10 +255,19 @@ impl Conn<'_> {
         let seq = self.seq;
         self.seq += 1;
         self.requests += 1;
-        let tx = self.reply.get_or_insert_with(may::sync::mpsc::channel).0.clone();
+        let slot = Arc::clone(self.reply.get_or_insert_with(ReplySlot::new));
         // The deadline clock starts once the request is read: that is `t0` unless a body was read.
         let start_ns = if has_body { clock::now_ns() } else { t0 };
-        let job = Arc::new(Inflight::new(req, route, seq, start_ns, timeout, stall, tx, PeerProbe::new(&self.stream)));
+        let job = Arc::new(Inflight::new(
+            req,
+            route,
+            seq,
+            start_ns,
+            timeout,
+            stall,
+            Some(slot),
+            PeerProbe::new(&self.stream),
+        ));
         shared.metrics.requests_in_flight.fetch_add(1, Relaxed);
         match shared.queue.submit(Arc::clone(&job)) {
             Ok(()) => {
@@ -301,16 +311,9 @@ impl Conn<'_> {
         Ok(!close)
     }
 
-    /// Waits for the answer to request `seq`, skipping late answers to earlier ones.
+    /// Waits for the answer to request `seq`.
     fn wait_reply(&mut self, seq: u64) -> Response {
-        let rx = &self.reply.as_ref().expect("reply channel").1;
-        loop {
-            match rx.recv() {
-                Ok(r) if r.seq == seq => return r.resp,
-                Ok(_) => continue,
-                Err(_) => return Response::error(500, "internal error: reply channel closed"),
-            }
-        }
+        self.reply.as_ref().expect("reply slot").wait(seq)
     }
 
     fn log_request(&self, job: &Inflight, status: u16, elapsed: Duration, budget: f64) {

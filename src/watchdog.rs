@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use log::{error, info, warn};
 use parking_lot::{Condvar, Mutex};
 
+use crate::dispatch::ReplySlot;
 use crate::request::Request;
 use crate::response::Response;
 use crate::server::Shared;
@@ -150,19 +151,6 @@ impl Token {
 }
 
 /// What the connection coroutine receives for request `seq`.
-pub(crate) struct Reply {
-    pub seq: u64,
-    pub resp: Response,
-}
-
-/// The sending half of a connection's reply channel.
-pub(crate) struct ReplyTx(Option<may::sync::mpsc::Sender<Reply>>);
-
-// SAFETY: may's `Sender` is `!Sync` only by analogy with std's old `Sender`; its queue is a
-// multi-producer queue. Besides, `Inflight::answer` lets exactly one caller (the winner of the
-// `answered` compare-and-swap) ever touch it.
-unsafe impl Sync for ReplyTx {}
-
 /// One request from the moment it has been read until its handler is gone.
 pub(crate) struct Inflight {
     pub req: Request,
@@ -193,7 +181,8 @@ pub(crate) struct Inflight {
     pub replaced_by: AtomicU32,
     pub stage: Mutex<Cow<'static, str>>,
     pub token: Token,
-    reply: ReplyTx,
+    /// The connection's reply slot (`None` for a detached record).
+    reply: Option<Arc<ReplySlot>>,
     /// The connection's socket, polled by the watchdog to notice a client that went away.
     pub peer: Option<crate::platform::PeerProbe>,
 }
@@ -207,7 +196,7 @@ impl Inflight {
         start_ns: u64,
         timeout: Duration,
         stall: Option<Duration>,
-        reply: may::sync::mpsc::Sender<Reply>,
+        reply: Option<Arc<ReplySlot>>,
         peer: Option<crate::platform::PeerProbe>,
     ) -> Self {
         Inflight {
@@ -228,7 +217,7 @@ impl Inflight {
             replaced_by: AtomicU32::new(0),
             stage: Mutex::new(Cow::Borrowed("")),
             token: Token::new(),
-            reply: ReplyTx(Some(reply)),
+            reply,
             peer,
         }
     }
@@ -236,17 +225,8 @@ impl Inflight {
     /// A record with no server behind it, for [`Ctx::detached`](crate::Ctx::detached).
     pub fn detached(timeout: Duration) -> Self {
         let now = clock::now_ns();
-        let mut me = Inflight::new(
-            crate::Request::builder("GET", "/").build(),
-            usize::MAX,
-            0,
-            now,
-            timeout,
-            None,
-            may::sync::mpsc::channel().0,
-            None,
-        );
-        me.reply = ReplyTx(None);
+        let mut me =
+            Inflight::new(crate::Request::builder("GET", "/").build(), usize::MAX, 0, now, timeout, None, None, None);
         me.state = AtomicU8::new(state::RUNNING);
         me
     }
@@ -270,8 +250,8 @@ impl Inflight {
             return false;
         }
         shared.metrics.requests_in_flight.fetch_sub(1, Relaxed);
-        if let Some(tx) = &self.reply.0 {
-            let _ = tx.send(Reply { seq: self.seq, resp });
+        if let Some(slot) = &self.reply {
+            slot.put(self.seq, resp);
         }
         true
     }
