@@ -1,8 +1,7 @@
 //! Throughput against references measured in the same run (`harness = false`):
 //!
-//! * **plaintext**: vigil's demo app (`Server::start`, port 0, admin off, default settings; and
-//!   the same with `backlog(Some(1024))`) and a raw `may_minihttp` hello server, all in this
-//!   process, loaded in turn by the `vigil-bench` engine (64 keep-alive connections); prints
+//! * **plaintext**: vigil's demo app (`Server::start`, port 0, admin off, default settings) and
+//!   a raw `may_minihttp` hello server, both in this process, loaded in turn by the `vigil-bench` engine (64 keep-alive connections); prints
 //!   vigil / may_minihttp in 2xx responses per second, per round and overall (target ≥ 0.85,
 //!   aim ≥ 0.95);
 //! * **blocking**: vigil with `threads(64)` serving `/block?ms=20`, as a fraction of the ideal
@@ -163,8 +162,6 @@ fn main() {
     let settings = vigil::Settings::default().bind(local).admin_bind(None);
     let vigil_default =
         vigil::Server::start(settings.clone(), vigil::demo::app(settings.timeout)).expect("start vigil");
-    let big = settings.clone().backlog(Some(1024));
-    let vigil_big_backlog = vigil::Server::start(big.clone(), vigil::demo::app(big.timeout)).expect("start vigil");
     let blocking_settings = settings.threads(64);
     let vigil_64 = vigil::Server::start(blocking_settings.clone(), vigil::demo::app(blocking_settings.timeout))
         .expect("start vigil");
@@ -176,25 +173,22 @@ fn main() {
         // Cross-check mode: serve for this many seconds so another client (wrk) can load them.
         let secs: u64 = v.parse().unwrap_or_else(|_| panic!("VIGIL_COMPARE_SERVE: expected seconds, got {v:?}"));
         println!("vigil (defaults) http://{}", vigil_default.local_addr());
-        println!("vigil --backlog 1024 http://{}", vigil_big_backlog.local_addr());
         println!("vigil --threads 64 http://{}", vigil_64.local_addr());
         println!("may_minihttp http://{mini_addr}");
         std::thread::sleep(Duration::from_secs(secs));
         return;
     }
     let vigil_t = target(vigil_default.local_addr(), "/");
-    let vigil_big_t = target(vigil_big_backlog.local_addr(), "/");
     let mini_t = target(mini_addr, "/");
-    let servers: [(&str, &Target); 3] =
-        [("may_minihttp", &mini_t), ("vigil (defaults)", &vigil_t), ("vigil --backlog 1024", &vigil_big_t)];
-    let mut ok_sums = [0.0f64; 3];
-    let mut non_2xx = [0u64; 3];
+    let servers: [(&str, &Target); 2] = [("may_minihttp", &mini_t), ("vigil (defaults)", &vigil_t)];
+    let mut ok_sums = [0.0f64; 2];
+    let mut non_2xx = [0u64; 2];
     println!("\nplaintext (GET /); ratios use 2xx responses/s (a 503 \"queue full\" is not served):");
     for round in 1..=rounds as usize {
         // Rotate who goes first, so drift does not favour one side.
-        let mut ok = [0.0f64; 3];
-        for k in 0..3 {
-            let i = (k + round - 1) % 3;
+        let mut ok = [0.0f64; 2];
+        for k in 0..2 {
+            let i = (k + round - 1) % 2;
             let (name, t) = servers[i];
             let r = client::run_simple(t, &load);
             println!("  round {round} {}", line(name, &r));
@@ -202,28 +196,21 @@ fn main() {
             let tot = r.total();
             non_2xx[i] += tot.responses() - tot.ok();
         }
-        for i in 0..3 {
+        for i in 0..2 {
             ok_sums[i] += ok[i];
         }
-        println!(
-            "  round {round} 2xx ratio to may_minihttp: vigil (defaults) {:.3}, vigil --backlog 1024 {:.3}",
-            ok[1] / ok[0].max(1e-9),
-            ok[2] / ok[0].max(1e-9)
-        );
+        println!("  round {round} 2xx ratio to may_minihttp: vigil (defaults) {:.3}", ok[1] / ok[0].max(1e-9));
     }
     let n = rounds as f64;
     println!(
-        "plaintext 2xx/s (means): may_minihttp {:.0}, vigil (defaults) {:.0} ({} non-2xx in all), vigil --backlog 1024 {:.0} ({} non-2xx)",
+        "plaintext 2xx/s (means): may_minihttp {:.0}, vigil (defaults) {:.0} ({} non-2xx in all)",
         ok_sums[0] / n,
         ok_sums[1] / n,
-        non_2xx[1],
-        ok_sums[2] / n,
-        non_2xx[2]
+        non_2xx[1]
     );
     println!(
-        "plaintext ratio to may_minihttp: vigil (defaults) {:.3}, vigil --backlog 1024 {:.3} (target ≥ 0.85, aim ≥ 0.95)",
-        ok_sums[1] / ok_sums[0].max(1e-9),
-        ok_sums[2] / ok_sums[0].max(1e-9)
+        "plaintext ratio to may_minihttp: vigil (defaults) {:.3} (target ≥ 0.85, aim ≥ 0.95)",
+        ok_sums[1] / ok_sums[0].max(1e-9)
     );
 
     println!("\nblocking (GET /block?ms=20, vigil threads 64):");
@@ -254,8 +241,8 @@ fn main() {
                 let r = client::run_simple(&gp, &load);
                 println!("  round {round} {}", line("gunicorn plaintext", &r));
                 sg += r.ok_rps();
-                let r = client::run_simple(&vigil_big_t, &load);
-                println!("  round {round} {}", line("vigil --backlog 1024 plaintext", &r));
+                let r = client::run_simple(&vigil_t, &load);
+                println!("  round {round} {}", line("vigil (defaults) plaintext", &r));
                 sv += r.ok_rps();
                 let r = client::run_simple(&gb, &load);
                 println!("  round {round} {}", line("gunicorn blocking", &r));
@@ -265,7 +252,7 @@ fn main() {
                 bv += r.ok_rps();
             }
             println!(
-                "gunicorn (2xx/s): plaintext vigil --backlog 1024 / gunicorn = {:.2}; blocking vigil / gunicorn = {:.3} (gunicorn {:.3} of ideal)",
+                "gunicorn (2xx/s): plaintext vigil (defaults) / gunicorn = {:.2}; blocking vigil / gunicorn = {:.3} (gunicorn {:.3} of ideal)",
                 sv / sg.max(1e-9),
                 bv / bg.max(1e-9),
                 bg / rounds as f64 / ideal
@@ -273,6 +260,5 @@ fn main() {
         }
     }
     vigil_default.stop();
-    vigil_big_backlog.stop();
     vigil_64.stop();
 }

@@ -27,16 +27,20 @@ use parking_lot::{Condvar, Mutex};
 
 mod clock {
     use std::sync::OnceLock;
-    use std::time::Instant;
 
-    fn base() -> Instant {
-        static BASE: OnceLock<Instant> = OnceLock::new();
-        *BASE.get_or_init(Instant::now)
+    fn clock() -> &'static (quanta::Clock, u64) {
+        static CLOCK: OnceLock<(quanta::Clock, u64)> = OnceLock::new();
+        CLOCK.get_or_init(|| {
+            let c = quanta::Clock::new();
+            let start = c.raw();
+            (c, start)
+        })
     }
 
     /// As `vigil::watchdog::clock::now_ns`.
     pub fn now_ns() -> u64 {
-        base().elapsed().as_nanos() as u64
+        let (c, start) = clock();
+        c.delta_as_nanos(*start, c.raw())
     }
 }
 
