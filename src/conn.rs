@@ -32,6 +32,10 @@ use crate::watchdog::{clock, state, Inflight};
 /// beyond `--limit-request-head` plus this much (the parser answers 431 first), and shrinks back
 /// once that head has been consumed.
 const READ_BUF: usize = 4096;
+/// What an idle keep-alive connection reads into while it waits for its next request. It lives
+/// on the coroutine's stack, which must stay within one page at its deepest (an idle connection
+/// then costs one touched stack page at each end and no read buffer); most small requests fit.
+const IDLE_READ: usize = 256;
 /// A `Content-Length` body buffer starts this small (or at the whole body, if smaller) and doubles
 /// as bytes arrive, so memory follows what the client sent rather than what it announced.
 const BODY_STEP: usize = 16 * 1024;
@@ -143,8 +147,10 @@ impl Conn<'_> {
                 }
                 self.start = 0;
                 self.end = 0;
-                if self.rbuf.len() > READ_BUF {
-                    // A large head came and went: do not keep its buffer for the connection's life.
+                if self.requests > 0 {
+                    // Idle between requests: hold no read buffer while waiting (`fill` waits on
+                    // a small stack buffer), so an idle keep-alive connection costs little more
+                    // than its coroutine's stack (BENCHMARKS.md, idle connections).
                     self.rbuf = Vec::new();
                 }
             }
@@ -187,6 +193,20 @@ impl Conn<'_> {
     /// A full buffer at its cap (which the parser's head limit keeps out of reach) is an
     /// `OutOfMemory` error.
     fn fill(&mut self, timeout: Duration) -> io::Result<usize> {
+        if self.rbuf.is_empty() && self.requests > 0 {
+            // Between requests (see `read_head`): wait on the stack, allocate once bytes come.
+            // The same one read syscall as reading into the heap buffer; a head longer than
+            // this is completed by the usual path below.
+            self.set_timeout(timeout)?;
+            let mut first = [0u8; IDLE_READ];
+            let n = self.stream.read(&mut first)?;
+            if n > 0 {
+                self.rbuf.resize(READ_BUF, 0);
+                self.rbuf[..n].copy_from_slice(&first[..n]);
+                (self.start, self.end) = (0, n);
+            }
+            return Ok(n);
+        }
         if self.end == self.rbuf.len() {
             if self.start > 0 {
                 self.rbuf.copy_within(self.start..self.end, 0);
@@ -316,6 +336,7 @@ impl Conn<'_> {
         self.reply.as_ref().expect("reply slot").wait(seq)
     }
 
+    #[inline(never)]
     fn log_request(&self, job: &Inflight, status: u16, elapsed: Duration, budget: f64) {
         let s = &self.shared;
         let route = job.route_name(s);
@@ -354,6 +375,7 @@ impl Conn<'_> {
     /// Answers without a handler (404, 405, draining). A `Content-Length` body that is already
     /// buffered is skipped; one still to come (or a chunked one) is not waited for: the answer
     /// goes out at once and the connection closes, as it cannot be reframed.
+    #[inline(never)]
     fn answer_directly(
         &mut self,
         resp: Response,
@@ -382,6 +404,7 @@ impl Conn<'_> {
     }
 
     /// Reads the body the head announced (sending `100 Continue` first when asked to).
+    #[inline(never)]
     fn read_body(&mut self, head: &Head) -> Result<Vec<u8>, Stop> {
         if head.framing == BodyFraming::None {
             return Ok(Vec::new());
@@ -493,6 +516,7 @@ impl Conn<'_> {
     }
 
     /// Answers an error that ends the connection.
+    #[inline(never)]
     fn fail(&mut self, status: u16, message: &str) {
         let resp = Response::error(status, message);
         encode(&resp, &Framing { head_only: false, close: true, request_id: None }, &mut self.wbuf);
@@ -506,6 +530,7 @@ impl Conn<'_> {
         }
     }
 
+    #[inline(never)]
     fn linger_close(&mut self) {
         linger_close(&mut self.stream);
     }
