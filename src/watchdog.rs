@@ -9,8 +9,8 @@
 //!    right then, whatever its handler does, and a stand-in worker starts at once (outside a
 //!    drain), so the pool does not run short while the handler decides;
 //! 2. `abandon()`: a cancelled request whose handler is still running after the grace period
-//!    loses its thread for good: it no longer counts as a worker and the stand-in stays (if the
-//!    handler returns in time, one of the two leaves the pool instead: `pool::leave_if_surplus`);
+//!    loses its thread for good; the stand-in stays (a handler that returns in time has its
+//!    thread rejoin only a short pool, else the thread exits: `pool::rejoin`);
 //! 3. during a drain past `--graceful-timeout`, cancels whatever is left.
 //!
 //! It reads timestamps, flips atomics and sends on channels; it never blocks on a handler.
