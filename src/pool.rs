@@ -8,8 +8,7 @@
 //! starts a stand-in at once; if the handler then honors the cancellation, its thread rejoins
 //! the pool only if the pool is short, else it exits (`rejoin`). An abandoned worker exits as
 //! soon as its handler returns; the stand-in has taken its place. A worker that reached
-//! `--max-requests` spawns its own
-//! replacement first, then exits, so no request is dropped.
+//! `--max-requests` spawns its own replacement first, then exits, so no request is dropped.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::*;
