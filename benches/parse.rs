@@ -6,7 +6,7 @@ mod common;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use vigil::parse::{parse_head, Limits};
+use vigil::internals::parse::{parse_head, Limits};
 
 /// A typical GET as a browser sends it for an API call, about 200 bytes.
 const TYPICAL: &[u8] = b"GET /api/orders?page=2 HTTP/1.1\r\n\

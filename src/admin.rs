@@ -15,34 +15,32 @@ use std::time::Duration;
 use log::{debug, error};
 use serde_json::json;
 
-use crate::parse::{parse_head, Limits};
-use crate::response::{encode, Framing, Response};
-use crate::server::Shared;
-use crate::watchdog::{clock, state};
+use crate::http::parse::{parse_head, Limits};
+use crate::http::response::{encode, Framing, Response};
+use crate::runtime::clock;
+use crate::server::lifecycle::Phase;
+use crate::server::shared::Shared;
 
-pub(crate) fn spawn(listener: TcpListener, shared: Arc<Shared>) {
-    std::thread::Builder::new()
-        .name("vigil-admin".into())
-        .spawn(move || {
-            for stream in listener.incoming() {
-                if shared.watchdog_stop.load(Acquire) {
-                    break;
+pub(crate) fn spawn(listener: TcpListener, shared: Arc<Shared>) -> std::io::Result<()> {
+    std::thread::Builder::new().name("vigil-admin".into()).spawn(move || {
+        for stream in listener.incoming() {
+            if shared.lifecycle.phase() == Phase::Stopped {
+                break;
+            }
+            match stream {
+                Ok(s) => {
+                    let shared = Arc::clone(&shared);
+                    let _ =
+                        std::thread::Builder::new().name("vigil-admin-conn".into()).spawn(move || serve(s, &shared));
                 }
-                match stream {
-                    Ok(s) => {
-                        let shared = Arc::clone(&shared);
-                        let _ = std::thread::Builder::new()
-                            .name("vigil-admin-conn".into())
-                            .spawn(move || serve(s, &shared));
-                    }
-                    Err(e) => {
-                        error!("admin accept failed: {e}");
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
+                Err(e) => {
+                    error!("admin accept failed: {e}");
+                    std::thread::sleep(Duration::from_millis(50));
                 }
             }
-        })
-        .expect("spawn admin thread");
+        }
+    })?;
+    Ok(())
 }
 
 fn serve(mut s: TcpStream, shared: &Shared) {
@@ -77,7 +75,7 @@ fn serve(mut s: TcpStream, shared: &Shared) {
         } else {
             Response::error(405, "method not allowed").with_header("Allow", "GET, HEAD")
         };
-        let close = !head.keep_alive || head.framing != crate::parse::Framing::None;
+        let close = !head.keep_alive || head.framing != crate::http::parse::Framing::None;
         let mut out = Vec::with_capacity(resp.body().len() + 256);
         encode(&resp, &Framing { head_only: method == "HEAD", close, request_id: None }, &mut out);
         if s.write_all(&out).is_err() || close {
@@ -96,7 +94,7 @@ fn route(path: &str, shared: &Shared) -> Response {
     let path = path.split_once('?').map_or(path, |(p, _)| p);
     match path {
         "/" => Response::text(DASHBOARD).with_header("Content-Type", "text/html; charset=utf-8"),
-        "/metrics" => Response::text(shared.metrics.render(shared.queue.depth()))
+        "/metrics" => Response::text(shared.metrics.render(&shared.snapshot()))
             .with_header("Content-Type", prometheus_client::encoding::prometheus_text::CONTENT_TYPE),
         "/healthz" => match shared.live() {
             Ok(()) => Response::text("ok\n"),
@@ -123,26 +121,28 @@ pub(crate) fn requests_json(shared: &Shared) -> String {
 /// so an abandoned thread's request stays listed (state `abandoned`) until that handler returns.
 fn requests(shared: &Shared) -> Vec<serde_json::Value> {
     let now = clock::now_ns();
-    let secs = |ns: u64| ns as f64 / 1e9;
-    let list = shared.inflight.lock();
-    list.iter()
-        .filter_map(std::sync::Weak::upgrade)
-        .filter(|r| r.state.load(Acquire) != state::DONE)
+    let secs = clock::secs;
+    let thread =
+        |t: Option<crate::runtime::state::WorkerId>| t.map_or(serde_json::Value::Null, |t| json!(t.to_string()));
+    shared
+        .watchdog
+        .requests()
+        .iter()
         .map(|r| {
             let deadline = r.effective_deadline_ns();
-            let thread = r.thread.load(Relaxed);
             json!({
                 "id": r.req.id(),
                 "method": r.req.method(),
                 "path": r.req.path(),
-                "route": r.route_name(shared),
-                "thread": if thread == 0 { serde_json::Value::Null } else { json!(format!("vigil-worker-{thread}")) },
-                "state": state::name(r.state.load(Acquire)),
+                "route": shared.routes.label(Some(r.route)),
+                "thread": thread(r.worker.load(Relaxed)),
+                "state": r.state().label(),
+                "timeout_reason": r.timeout_reason().map(|t| t.label()),
                 "answered": r.is_answered(),
                 "elapsed": secs(now.saturating_sub(r.start_ns)),
                 "deadline": secs(deadline.saturating_sub(r.start_ns)),
                 "ceiling": secs(r.deadline_ns.saturating_sub(r.start_ns)),
-                "stall_timeout": if r.stall_ns == 0 { serde_json::Value::Null } else { json!(secs(r.stall_ns)) },
+                "stall_timeout": r.stall_ns().map_or(serde_json::Value::Null, |s| json!(secs(s))),
                 "remaining": secs(deadline.saturating_sub(now)),
                 "last_progress": secs(now.saturating_sub(r.last_progress_ns.load(Relaxed))),
                 "stage": r.stage_string(),
@@ -153,27 +153,24 @@ fn requests(shared: &Shared) -> Vec<serde_json::Value> {
 
 /// The recent timeouts (newest first), as the dashboard shows them.
 fn timeouts(shared: &Shared) -> Vec<serde_json::Value> {
-    let q = shared.recent_timeouts.lock();
-    q.iter()
+    shared
+        .watchdog
+        .recent_timeouts()
+        .iter()
         .rev()
         .map(|t| {
-            let outcome = match (t.outcome, t.thread) {
-                ("", 0) => "not_run",
-                ("", _) => "pending",
-                (o, _) => o,
-            };
             json!({
                 "at": crate::logging::rfc3339_millis(t.at),
                 "id": t.id,
                 "method": t.method,
                 "path": t.path,
                 "route": t.route,
-                "reason": t.reason,
+                "reason": t.reason.label(),
                 "elapsed": t.elapsed,
                 "deadline": t.deadline,
                 "stage": t.stage,
-                "thread": if t.thread == 0 { serde_json::Value::Null } else { json!(format!("vigil-worker-{}", t.thread)) },
-                "outcome": outcome,
+                "thread": t.thread.map_or(serde_json::Value::Null, |t| json!(t.to_string())),
+                "outcome": t.outcome.label(),
             })
         })
         .collect()
@@ -183,6 +180,8 @@ fn timeouts(shared: &Shared) -> Vec<serde_json::Value> {
 fn status(shared: &Shared) -> serde_json::Value {
     let m = &shared.metrics;
     let s = &shared.settings;
+    let snap = shared.snapshot();
+    let p = &snap.pool;
     let ready = shared.ready();
     let live = shared.live();
     json!({
@@ -190,26 +189,27 @@ fn status(shared: &Shared) -> serde_json::Value {
         "live_reason": live.err(),
         "ready": ready.is_ok(),
         "ready_reason": ready.err(),
-        "draining": shared.draining.load(Acquire),
+        "draining": shared.lifecycle.is_draining(),
+        "draining_for": shared.lifecycle.drain_started_ns().map(|t| clock::secs(clock::now_ns().saturating_sub(t))),
         "uptime": m.uptime_secs(),
         "pool": {
-            "threads": m.worker_threads.load(Relaxed),
-            "configured": s.threads,
-            // Live threads running a handler (the gauge also counts abandoned ones, still running).
-            "busy": (m.workers_busy.load(Relaxed) - m.threads_abandoned_alive.load(Relaxed)).max(0),
-            "abandoned_alive": m.threads_abandoned_alive.load(Relaxed),
+            "threads": p.live,
+            "configured": p.target,
+            "busy": p.busy,
+            "cancelled_alive": p.detached,
+            "abandoned_alive": p.abandoned_alive,
             "max_abandoned": s.effective_max_abandoned(),
-            "abandoned_total": m.threads_abandoned_total.load(Relaxed),
-            "replaced_total": m.threads_replaced_total.load(Relaxed),
-            "retired_total": m.threads_retired_total.load(Relaxed),
+            "abandoned_total": p.abandoned_total,
+            "replaced_total": p.replaced_total,
+            "retired_total": p.retired_total,
         },
-        "queue": { "depth": shared.queue.depth(), "capacity": s.effective_backlog() },
-        "requests_in_flight": m.requests_in_flight.load(Relaxed),
-        "connections_open": m.connections_open.load(Relaxed),
+        "queue": { "depth": p.queue_depth, "capacity": p.queue_capacity },
+        "requests_in_flight": snap.requests_in_flight,
+        "connections_open": snap.connections_open,
         "totals": {
-            "timeouts": m.timeouts_total(),
-            "cancellations_honored": m.cancellations_honored.load(Relaxed),
-            "handler_panics": m.handler_panics.load(Relaxed),
+            "timeouts": shared.watchdog.timeouts_total(),
+            "cancellations_honored": snap.watchdog.cancellations_honored_total,
+            "handler_panics": p.panics_total,
         },
         "settings": {
             "timeout": s.timeout.as_secs_f64(),

@@ -1,11 +1,15 @@
 //! The application: routes (method + path pattern) with per-route timeout options, and handlers.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::ctx::{Cancelled, Ctx};
-use crate::request::Request;
-use crate::response::Response;
+use crate::http::request::Request;
+use crate::http::response::Response;
+use crate::runtime::inflight::Inflight;
+use crate::runtime::pool::Runner;
+use crate::runtime::routes::{RouteId, RouteInfo, RouteTable};
 
 /// An error a handler can return with `?`; it becomes a response with its status and message.
 ///
@@ -213,7 +217,7 @@ pub(crate) type Params = Vec<(Box<str>, Box<str>)>;
 /// What routing found for a method and path.
 pub(crate) enum Routed {
     Found {
-        route: usize,
+        route: RouteId,
         params: Params,
     },
     /// The path exists under other methods (for 405 with `Allow`).
@@ -345,13 +349,31 @@ impl App {
         self.routes.is_empty()
     }
 
-    pub(crate) fn routes(&self) -> &[Route] {
-        &self.routes
-    }
-
-    /// The route's pattern, or "unmatched" (the metrics label for requests that matched none).
-    pub(crate) fn route_name(&self, idx: usize) -> &str {
-        self.routes.get(idx).map_or("unmatched", |r| &r.pattern)
+    /// The routes as the runtime sees them, with their timeouts resolved against the server's
+    /// default `timeout`.
+    pub(crate) fn route_table(&self, default: Duration) -> RouteTable {
+        RouteTable::new(
+            self.routes
+                .iter()
+                .map(|r| {
+                    let timeout = r.options.effective_timeout(default);
+                    if r.options.get_timeout().is_some_and(|x| x > timeout) {
+                        log::warn!(
+                            "route {} {}: timeout capped at --timeout {:?} (use exceed_default to allow more)",
+                            r.method,
+                            r.pattern,
+                            timeout
+                        );
+                    }
+                    RouteInfo {
+                        method: r.method.as_str().into(),
+                        pattern: r.pattern.as_str().into(),
+                        timeout,
+                        stall: r.options.get_stall_timeout(),
+                    }
+                })
+                .collect(),
+        )
     }
 
     pub(crate) fn find(&self, method: &str, path: &str) -> Routed {
@@ -360,14 +382,14 @@ impl App {
         // Fast path: a static route, one hash lookup (no allocation for the common methods).
         if let Some(methods) = self.exact.get(path) {
             if let Some(&(_, i)) = methods.iter().find(|(m, _)| m == lookup_method) {
-                return Routed::Found { route: i, params: Vec::new() };
+                return Routed::Found { route: RouteId::new(i), params: Vec::new() };
             }
         }
         let mut allowed: Vec<&str> = Vec::new();
         for (i, r) in self.routes.iter().enumerate() {
             if let Some(params) = r.matches(path) {
                 if r.method == lookup_method {
-                    return Routed::Found { route: i, params };
+                    return Routed::Found { route: RouteId::new(i), params };
                 }
                 if !allowed.contains(&r.method.as_str()) {
                     allowed.push(&r.method);
@@ -382,6 +404,14 @@ impl App {
             }
             Routed::MethodNotAllowed(allowed.join(", "))
         }
+    }
+}
+
+/// The pool runs handlers through this: the app is the runtime's [`Runner`].
+impl Runner for App {
+    fn run(&self, job: &Arc<Inflight>) -> Response {
+        let ctx = Ctx::new(Arc::clone(job));
+        self.routes[job.route.index()].handler.call(&job.req, &ctx)
     }
 }
 
@@ -433,7 +463,7 @@ mod tests {
 
     fn found(r: Routed) -> (usize, Params) {
         match r {
-            Routed::Found { route, params } => (route, params),
+            Routed::Found { route, params } => (route.index(), params),
             _ => panic!("not found"),
         }
     }

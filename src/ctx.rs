@@ -4,7 +4,9 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::watchdog::{clock, Inflight};
+use crate::http::request::Request;
+use crate::runtime::clock;
+use crate::runtime::inflight::Inflight;
 
 /// Returned by [`Ctx::checkpoint`] and [`Ctx::sleep`] once the request is cancelled. Propagating it
 /// with `?` out of a handler ends the request; the client has already been (or is about to be)
@@ -55,7 +57,11 @@ impl Ctx {
     /// A context that belongs to no server (for tests and for calling handlers directly), with a
     /// deadline `timeout` from now. Cancel it yourself with [`Ctx::cancel`].
     pub fn detached(timeout: Duration) -> Ctx {
-        Ctx { inflight: Arc::new(Inflight::detached(timeout)) }
+        Ctx { inflight: Arc::new(Inflight::detached(Request::builder("GET", "/").build(), timeout)) }
+    }
+
+    pub(crate) fn new(inflight: Arc<Inflight>) -> Ctx {
+        Ctx { inflight }
     }
 
     /// `true` once the request has been cancelled.
@@ -90,7 +96,7 @@ impl Ctx {
     /// Names what the request is doing now ("query orders", "chunk 3/10"). It shows up in the
     /// timeout log and in the admin in-flight table.
     pub fn stage(&self, stage: impl Into<Cow<'static, str>>) {
-        *self.inflight.stage.lock() = stage.into();
+        self.inflight.set_stage(stage.into());
     }
 
     /// When the request will be cancelled unless it reports progress: the sooner of the route's
@@ -105,15 +111,23 @@ impl Ctx {
         self.deadline().saturating_duration_since(Instant::now())
     }
 
-    /// Runs `f` when the request is cancelled (at once if it already is), e.g. to shut down a
-    /// socket so a blocking read returns. Callbacks run on the watchdog thread and must be quick.
+    /// Runs `f` when the request is cancelled (at once, on this thread, if it already is), e.g.
+    /// to shut down a socket so a blocking read returns.
+    ///
+    /// When the watchdog cancels the request, `f` runs on one of vigil's offload threads, never
+    /// on the watchdog itself: a callback that blocks delays no other request's 504. Keep it
+    /// short anyway: while it blocks, other requests' callbacks may wait for a spare offload
+    /// thread (one starts after 50 ms, up to 8).
     pub fn on_cancel(&self, f: impl FnOnce() + Send + 'static) {
-        self.inflight.token.on_cancel(Box::new(f));
+        if let Some(f) = self.inflight.token.on_cancel(Box::new(f)) {
+            f();
+        }
     }
 
-    /// Cancels the request now, as the watchdog would at the deadline.
+    /// Cancels the request now, as the watchdog would at the deadline. Callbacks registered
+    /// with [`on_cancel`](Ctx::on_cancel) run on the calling thread before it returns.
     pub fn cancel(&self) {
-        self.inflight.token.cancel();
+        self.inflight.token.fire().run();
     }
 
     /// The request id (also on the response as `X-Request-Id`).

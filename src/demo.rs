@@ -13,14 +13,12 @@
 //! | `GET /panic` | panics (→ 500) |
 //! | `GET /bytes?n=N` | N bytes of `x` (for write-timeout tests) |
 //!
-//! ```
-//! let app = vigil::demo::app(std::time::Duration::from_secs(30));
-//! assert!(app.len() >= 10);
-//! ```
+//! It belongs to the binary (`mod demo` in `main.rs`); tests and benches that serve it
+//! in-process include this file with `#[path]`, so it uses only vigil's public API.
 
 use std::time::{Duration, Instant};
 
-use crate::{App, Cancelled, Ctx, Error, Request, Response, RouteOptions};
+use vigil::{App, Cancelled, Ctx, Error, Request, Response, RouteOptions};
 
 fn ms_param(req: &Request, name: &str, default: u64) -> Result<u64, Error> {
     match req.query_param(name) {

@@ -15,31 +15,37 @@
 //! server.wait();
 //! ```
 //!
-//! The modules follow the path of one request: [`listener`](crate) accepts, `conn` reads and
-//! frames it (with the pure [`parse`] module), `dispatch` queues it, `pool` runs the handler,
-//! `watchdog` times it, `response` encodes the answer. See ARCHITECTURE.md.
+//! Inside, dependencies flow one way (ARCHITECTURE.md draws the layers): the HTTP codec
+//! (`http`: parse, request, response) at the bottom; the runtime (`runtime`: clock, token,
+//! in-flight record, pool, watchdog) above it; the app and the handler's [`Ctx`]; then the
+//! server (`server`: connections, listener, lifecycle), `admin`, `metrics` and [`Settings`] on
+//! top.
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod admin;
 mod app;
-mod conn;
 mod ctx;
-pub mod demo;
-mod dispatch;
-mod listener;
+mod http;
 pub mod logging;
 mod metrics;
-pub mod parse;
 mod platform;
-mod pool;
-mod request;
-mod response;
+mod runtime;
 mod server;
 mod settings;
-mod watchdog;
 
 pub use app::{App, Error, Handler, IntoResponse, RouteOptions};
 pub use ctx::{Cancelled, Ctx};
-pub use request::Request;
-pub use response::Response;
+pub use http::request::{Request, RequestBuilder};
+pub use http::response::Response;
+pub use logging::LogFormat;
 pub use server::{Server, ServerHandle, ShutdownTrigger};
-pub use settings::{parse_duration, parse_size, Cli, LogFormat, Settings, SettingsError, MIN_DEFAULT_BACKLOG};
+pub use settings::{Settings, SettingsError};
+
+/// Internals for vigil's own binaries, benchmarks, fuzz targets and tests. Not part of the
+/// API: anything here may change in any release. The runtime's types are only here with the
+/// `bench-internals` feature (the benches measure the real types, not copies).
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::http::parse;
+    pub use crate::settings::{parse_duration, parse_size, Cli, MIN_DEFAULT_BACKLOG};
+}

@@ -1,7 +1,15 @@
 //! Log output for the `vigil` binary, and for any app that wants the same two formats.
 //!
-//! Everything logs through the [`log`] facade; [`init`] installs an `env_logger` that writes to
-//! stderr, with levels from `RUST_LOG` (default `info`, and `warn` for the `may` runtime).
+//! Everything logs through the [`log`] facade; [`init`] installs a logger whose records never
+//! block the thread that logs them: each record is formatted on that thread and put on a
+//! bounded queue ([`QUEUE_RECORDS`]) that one writer thread ("vigil-log") writes to stderr in
+//! batches. When the sink stalls (stderr on a pipe nobody reads: a stalled log shipper,
+//! `journald` under pressure) and the queue is full, new records are dropped and counted
+//! (`vigil_log_records_dropped_total`), and once the sink takes writes again one line says how
+//! many were lost. So a stalled sink costs log lines, never a 504 or a worker.
+//!
+//! Levels come from `RUST_LOG` (default `info`). The `may` runtime stays at `warn` unless
+//! `RUST_LOG` names it: at `info` it logs two lines per connection.
 //!
 //! - `text` (default): `env_logger`'s human format, `[TS LEVEL target] message`.
 //! - `json`: one object per line with the stable keys `ts` (RFC 3339, UTC, milliseconds),
@@ -10,20 +18,19 @@
 //!   stable keys.
 //!
 //! Access lines (`--access-log`) use the target [`ACCESS_TARGET`]; they are enabled at `info`
-//! whatever `RUST_LOG` says, and are written through a buffer that is flushed every 200 ms (and
-//! when it reaches 32 KiB, and by [`flush`]), so logging every request costs no write syscall per
-//! request. Other records are written at once, so a warning is never held back.
+//! whatever `RUST_LOG` says, and go through the same queue (the writer batches them, so logging
+//! every request costs no write syscall per request).
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::io::Write;
-use std::sync::Arc;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::OnceLock;
 use std::time::Duration;
 
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use log::kv::{Key, Value, VisitSource};
 use log::{LevelFilter, Log, Metadata, Record};
-use parking_lot::Mutex;
-
-use crate::settings::LogFormat;
 
 /// The log target of the per-request access lines (for `RUST_LOG` directives or a logger of
 /// your own).
@@ -33,17 +40,69 @@ use crate::settings::LogFormat;
 /// ```
 pub const ACCESS_TARGET: &str = "vigil::access";
 
-/// How long an access line may wait in the buffer before it is written.
-const ACCESS_FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// Records that may wait for the writer; past this, new ones are dropped (and counted).
+pub const QUEUE_RECORDS: usize = 8192;
 
-/// Buffered access lines are written once they reach this size.
-const ACCESS_BUF: usize = 32 * 1024;
+/// The writer gathers up to this many bytes of waiting records into one write.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// How long [`flush`] waits for the writer before giving up (a stalled sink).
+const FLUSH_WAIT: Duration = Duration::from_secs(2);
 
 /// The four keys every JSON line starts with.
 const STABLE_KEYS: [&str; 4] = ["ts", "level", "target", "msg"];
 
-/// Installs the process-wide logger. `access_log` turns on the `vigil::access` target at `info`
-/// (buffered, see the module docs). Fails if a logger was already installed.
+/// Format of the server's log lines (`--log-format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (`text`).
+    Text,
+    /// One JSON object per line (`json`).
+    Json,
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        })
+    }
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    /// `text` or `json`, case-insensitive.
+    fn from_str(s: &str) -> Result<LogFormat, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("expected `text` or `json`, got {s:?}")),
+        }
+    }
+}
+
+enum Msg {
+    /// One formatted record (with its newline).
+    Line(Vec<u8>),
+    /// Acknowledge once everything queued before it has been written.
+    Flush(Sender<()>),
+}
+
+/// The queue between the threads that log and the writer thread.
+struct Queue {
+    tx: Sender<Msg>,
+    format: LogFormat,
+    /// Records dropped since the process started, and since the last notice line.
+    dropped_total: AtomicU64,
+    dropped_unreported: AtomicU64,
+}
+
+static QUEUE: OnceLock<Queue> = OnceLock::new();
+
+/// Installs the process-wide logger and starts its writer thread. `access_log` turns on the
+/// `vigil::access` target at `info`. Fails if a logger was already installed.
 ///
 /// ```
 /// vigil::logging::init(vigil::LogFormat::Json, false).unwrap();
@@ -52,7 +111,23 @@ const STABLE_KEYS: [&str; 4] = ["ts", "level", "target", "msg"];
 /// vigil::logging::flush();
 /// ```
 pub fn init(format: LogFormat, access_log: bool) -> Result<(), log::SetLoggerError> {
-    let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,may=warn"));
+    init_with(format, access_log, Box::new(std::io::stderr()))
+}
+
+/// [`init`] with another sink than stderr (a file, a pipe, a test's buffer). The writer thread
+/// owns it; a write to it may block for as long as it likes without blocking any thread that
+/// logs.
+pub(crate) fn init_with(
+    format: LogFormat,
+    access_log: bool,
+    sink: Box<dyn Write + Send>,
+) -> Result<(), log::SetLoggerError> {
+    let spec = std::env::var("RUST_LOG").unwrap_or_default();
+    let mut b = env_logger::Builder::new();
+    b.parse_filters(if spec.trim().is_empty() { "info" } else { &spec });
+    if !names_module(&spec, "may") {
+        b.filter_module("may", LevelFilter::Warn);
+    }
     if access_log {
         b.filter_module(ACCESS_TARGET, LevelFilter::Info);
     }
@@ -63,38 +138,52 @@ pub fn init(format: LogFormat, access_log: bool) -> Result<(), log::SetLoggerErr
             buf.write_all(line.as_bytes())
         });
     }
+    b.target(env_logger::Target::Pipe(Box::new(QueueWriter)));
     let inner = b.build();
     let max = inner.filter();
-    let access = access_log.then(|| {
-        let sink = Arc::new(AccessSink { json: format == LogFormat::Json, buf: Mutex::new(Vec::new()) });
-        let flusher = Arc::clone(&sink);
-        let _ = std::thread::Builder::new().name("vigil-log-flush".into()).spawn(move || loop {
-            std::thread::sleep(ACCESS_FLUSH_EVERY);
-            flusher.flush();
-        });
-        sink
-    });
-    let logger: &'static VigilLogger = Box::leak(Box::new(VigilLogger { inner, access }));
+    let (tx, rx) = crossbeam_channel::bounded(QUEUE_RECORDS);
+    let queue = Queue { tx, format, dropped_total: AtomicU64::new(0), dropped_unreported: AtomicU64::new(0) };
+    let logger: &'static VigilLogger = Box::leak(Box::new(VigilLogger { inner }));
     log::set_logger(logger)?;
+    if QUEUE.set(queue).is_ok() {
+        let spawned = std::thread::Builder::new().name("vigil-log".into()).spawn(move || write_loop(rx, sink));
+        if let Err(e) = spawned {
+            eprintln!("vigil: could not start the log writer thread ({e}); log records will be dropped");
+        }
+    }
     log::set_max_level(max);
     Ok(())
 }
 
-/// Writes out buffered access lines now (the binary calls it before exiting). Harmless without
-/// a logger.
+/// Whether a `RUST_LOG` spec has a directive for `module` (or one of its submodules).
+fn names_module(spec: &str, module: &str) -> bool {
+    spec.split(',')
+        .filter_map(|d| d.split('=').next())
+        .map(str::trim)
+        .any(|m| m == module || m.strip_prefix(module).is_some_and(|rest| rest.starts_with("::")))
+}
+
+/// Waits (at most about two seconds: the sink may be stalled) until every record logged so far
+/// has been written. The binary calls it before exiting. Harmless without [`init`].
 ///
 /// ```
-/// vigil::logging::init(vigil::LogFormat::Text, true).unwrap();
-/// log::info!(target: vigil::logging::ACCESS_TARGET, "GET / status=200");
-/// vigil::logging::flush(); // the access line is on stderr now
+/// vigil::logging::flush(); // no logger installed: returns at once
 /// ```
 pub fn flush() {
-    log::logger().flush();
+    let Some(q) = QUEUE.get() else { return };
+    let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
+    if q.tx.send_timeout(Msg::Flush(ack_tx), FLUSH_WAIT).is_ok() {
+        let _ = ack_rx.recv_timeout(FLUSH_WAIT);
+    }
+}
+
+/// Log records dropped so far because the sink did not keep up (0 without [`init`]).
+pub(crate) fn dropped_records() -> u64 {
+    QUEUE.get().map_or(0, |q| q.dropped_total.load(Relaxed))
 }
 
 struct VigilLogger {
     inner: env_logger::Logger,
-    access: Option<Arc<AccessSink>>,
 }
 
 impl Log for VigilLogger {
@@ -103,66 +192,88 @@ impl Log for VigilLogger {
     }
 
     fn log(&self, record: &Record<'_>) {
-        if !self.inner.matches(record) {
-            return;
-        }
-        match &self.access {
-            Some(sink) if record.target() == ACCESS_TARGET => sink.log(record),
-            _ => self.inner.log(record),
-        }
+        // Formats on this thread, then hands the bytes to `QueueWriter` (never blocks).
+        self.inner.log(record);
     }
 
-    fn flush(&self) {
-        if let Some(sink) = &self.access {
-            sink.flush();
-        }
-        self.inner.flush();
-    }
+    fn flush(&self) {}
 }
 
-/// The buffered writer of access lines.
-struct AccessSink {
-    json: bool,
-    buf: Mutex<Vec<u8>>,
-}
+/// `env_logger`'s target: each record's bytes arrive in one `write` and go on the queue.
+struct QueueWriter;
 
-impl AccessSink {
-    fn log(&self, record: &Record<'_>) {
-        thread_local! {
-            static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
-        }
-        LINE.with(|cell| {
-            let Ok(mut line) = cell.try_borrow_mut() else { return };
-            line.clear();
-            let ts = now_rfc3339();
-            if self.json {
-                json_line(&mut line, &ts, record);
-            } else {
-                let _ = writeln!(line, "[{ts} {:<5} {}] {}", record.level(), record.target(), record.args());
+impl Write for QueueWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Some(q) = QUEUE.get() {
+            match q.tx.try_send(Msg::Line(buf.to_vec())) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                    q.dropped_total.fetch_add(1, Relaxed);
+                    q.dropped_unreported.fetch_add(1, Relaxed);
+                }
             }
-            let full = {
-                let mut b = self.buf.lock();
-                b.extend_from_slice(line.as_bytes());
-                (b.len() >= ACCESS_BUF).then(|| std::mem::take(&mut *b))
-            };
-            if let Some(bytes) = full {
-                write_stderr(&bytes);
-            }
-        });
+        }
+        Ok(buf.len())
     }
 
-    fn flush(&self) {
-        let bytes = std::mem::take(&mut *self.buf.lock());
-        if !bytes.is_empty() {
-            write_stderr(&bytes);
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The writer thread: takes what is queued, writes it in batches, and after a stall says how
+/// many records were dropped.
+fn write_loop(rx: Receiver<Msg>, mut sink: Box<dyn Write + Send>) {
+    let mut batch: Vec<u8> = Vec::with_capacity(WRITE_BATCH);
+    let mut acks: Vec<Sender<()>> = Vec::new();
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Line(l) => batch.extend_from_slice(&l),
+                Msg::Flush(ack) => acks.push(ack),
+            }
+            if batch.len() < WRITE_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            let _ = sink.write_all(&batch).and_then(|_| sink.flush());
+            batch.clear();
+            if batch.capacity() > 4 * WRITE_BATCH {
+                batch = Vec::with_capacity(WRITE_BATCH);
+            }
+        }
+        if let Some(q) = QUEUE.get() {
+            let dropped = q.dropped_unreported.swap(0, Relaxed);
+            if dropped > 0 {
+                let _ = sink.write_all(dropped_notice(q.format, dropped).as_bytes()).and_then(|_| sink.flush());
+            }
+        }
+        for ack in acks.drain(..) {
+            let _ = ack.send(());
         }
     }
 }
 
-fn write_stderr(bytes: &[u8]) {
-    let mut err = std::io::stderr().lock();
-    let _ = err.write_all(bytes);
-    let _ = err.flush();
+/// The line that reports records lost to a stalled sink.
+fn dropped_notice(format: LogFormat, dropped: u64) -> String {
+    let msg = format!(
+        "{dropped} log records dropped: the log sink was not accepting writes and {QUEUE_RECORDS} were already waiting"
+    );
+    let ts = now_rfc3339();
+    match format {
+        LogFormat::Text => format!("[{ts} WARN  vigil::logging] {msg}\n"),
+        LogFormat::Json => {
+            let mut out = String::with_capacity(200);
+            out.push_str("{\"ts\":");
+            push_json_str(&mut out, &ts);
+            out.push_str(",\"level\":\"WARN\",\"target\":\"vigil::logging\",\"msg\":");
+            push_json_str(&mut out, &msg);
+            let _ = writeln!(out, ",\"event\":\"log_dropped\",\"dropped\":{dropped}}}");
+            out
+        }
+    }
 }
 
 /// Now as RFC 3339 in UTC with milliseconds, the same text as `env_logger`'s `timestamp_millis`.
@@ -265,6 +376,24 @@ impl std::io::Write for StringWriter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rust_log_directives_for_a_module_are_recognised() {
+        assert!(names_module("info,may=debug", "may"));
+        assert!(names_module("may::net=trace", "may"));
+        assert!(names_module(" may ", "may"));
+        assert!(!names_module("info", "may"));
+        assert!(!names_module("mayfly=debug,vigil=info", "may"));
+    }
+
+    #[test]
+    fn dropped_notice_says_how_many_in_either_format() {
+        assert!(dropped_notice(LogFormat::Text, 7).contains("] 7 log records dropped"));
+        let j = dropped_notice(LogFormat::Json, 7);
+        let v: serde_json::Value = serde_json::from_str(j.trim_end()).unwrap();
+        assert_eq!((v["event"].as_str(), v["dropped"].as_u64()), (Some("log_dropped"), Some(7)));
+        assert!(j.ends_with('\n'));
+    }
 
     #[test]
     fn json_line_has_the_stable_keys_first_then_typed_fields() {

@@ -1,5 +1,7 @@
 //! The `vigil` binary: the demo app on the settings given by flags (see `vigil --help`).
 
+mod demo;
+
 use vigil::{Server, Settings};
 
 fn main() {
@@ -8,7 +10,7 @@ fn main() {
     if let Err(e) = vigil::logging::init(settings.log_format, settings.access_log) {
         eprintln!("vigil: could not install the logger: {e}");
     }
-    let app = vigil::demo::app(settings.timeout);
+    let app = demo::app(settings.timeout);
     let result = Server::serve(settings, app);
     vigil::logging::flush();
     if let Err(e) = result {

@@ -7,14 +7,17 @@
 //! indexed by route and status do the counting, and a [`Collector`] hands the values to the
 //! crate's encoder once per scrape.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 
-use crate::watchdog::TimeoutReason;
+use crate::runtime::pool::PoolStats;
+use crate::runtime::routes::{RouteId, RouteTable};
+use crate::runtime::state::TimeoutReason;
+use crate::runtime::watchdog::WatchdogStats;
 
 /// Why a request or connection was refused before any handler ran (`vigil_rejected_total{reason}`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,71 +84,60 @@ struct RouteMetrics {
     label: String,
     /// Responses by status code (100..=599), indexed by `status - 100`.
     statuses: Box<[AtomicU64]>,
-    timeouts: [AtomicU64; 4],
     duration: Histogram,
     budget: Histogram,
 }
 
-/// Every metric of one server.
+/// What the components own, read once per scrape (metrics observe; they never decide).
+#[derive(Debug, Default)]
+pub(crate) struct Snapshot {
+    pub pool: PoolStats,
+    pub watchdog: WatchdogStats,
+    /// Timeouts by route and reason (the watchdog's counts).
+    pub timeouts: Vec<(RouteId, TimeoutReason, u64)>,
+    pub connections_open: usize,
+    pub requests_in_flight: usize,
+    /// Log records dropped by the log writer's queue and by the watchdog's offload queue.
+    pub log_records_dropped: u64,
+}
+
+/// The request counters and histograms of one server, bumped on the hot path.
 pub(crate) struct Metrics {
     /// One per app route, plus a last one for "unmatched".
     routes: Vec<RouteMetrics>,
-    pub cancellations_honored: AtomicU64,
-    pub threads_abandoned_total: AtomicU64,
-    pub threads_replaced_total: AtomicU64,
-    pub threads_retired_total: AtomicU64,
-    pub threads_abandoned_alive: AtomicI64,
-    pub worker_threads: AtomicI64,
-    pub workers_busy: AtomicI64,
-    pub requests_in_flight: AtomicI64,
-    pub connections_open: AtomicI64,
-    pub handler_panics: AtomicU64,
     rejected: [AtomicU64; 5],
     queue_wait: Histogram,
-    pub watchdog_heartbeat_ns: AtomicU64,
     start_time: f64,
 }
 
 impl Metrics {
-    /// `routes`: (label, deadline) for each app route.
-    pub fn new(routes: Vec<(String, Duration)>, default_timeout: Duration) -> Self {
+    pub fn new(routes: &RouteTable, default_timeout: Duration) -> Self {
         let mk = |label: String, timeout: Duration| RouteMetrics {
             label,
             statuses: (100..600).map(|_| AtomicU64::new(0)).collect(),
-            timeouts: Default::default(),
             duration: Histogram::new(duration_bounds(timeout)),
             budget: Histogram::new(vec![0.1, 0.25, 0.5, 0.8, 0.9, 1.0, 1.25]),
         };
-        let mut rm: Vec<RouteMetrics> = routes.into_iter().map(|(l, t)| mk(l, t)).collect();
-        rm.push(mk("unmatched".into(), default_timeout));
+        let mut rm: Vec<RouteMetrics> = routes.iter().map(|(_, r)| mk(r.pattern.to_string(), r.timeout)).collect();
+        rm.push(mk(RouteTable::UNMATCHED.into(), default_timeout));
         let start_time =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
         Metrics {
             routes: rm,
-            cancellations_honored: AtomicU64::new(0),
-            threads_abandoned_total: AtomicU64::new(0),
-            threads_replaced_total: AtomicU64::new(0),
-            threads_retired_total: AtomicU64::new(0),
-            threads_abandoned_alive: AtomicI64::new(0),
-            worker_threads: AtomicI64::new(0),
-            workers_busy: AtomicI64::new(0),
-            requests_in_flight: AtomicI64::new(0),
-            connections_open: AtomicI64::new(0),
-            handler_panics: AtomicU64::new(0),
             rejected: Default::default(),
             queue_wait: Histogram::new(vec![0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
-            watchdog_heartbeat_ns: AtomicU64::new(0),
             start_time,
         }
     }
 
-    fn route(&self, idx: usize) -> &RouteMetrics {
-        self.routes.get(idx).unwrap_or_else(|| self.routes.last().expect("unmatched route"))
+    fn route(&self, id: Option<RouteId>) -> &RouteMetrics {
+        let unmatched = self.routes.len() - 1;
+        &self.routes[id.map_or(unmatched, RouteId::index).min(unmatched)]
     }
 
-    /// Counts a response sent for route `idx` (usize::MAX: unmatched). `budget`: elapsed / deadline.
-    pub fn response(&self, idx: usize, status: u16, elapsed: Duration, budget: Option<f64>) {
-        let r = self.route(idx);
+    /// Counts a response sent for `route` (`None`: matched no route). `budget`: elapsed / deadline.
+    pub fn response(&self, route: Option<RouteId>, status: u16, elapsed: Duration, budget: Option<f64>) {
+        let r = self.route(route);
         if (100..600).contains(&status) {
             r.statuses[(status - 100) as usize].fetch_add(1, Relaxed);
         }
@@ -155,21 +147,13 @@ impl Metrics {
         }
     }
 
-    pub fn timeout(&self, idx: usize, reason: TimeoutReason) {
-        self.route(idx).timeouts[reason as usize].fetch_add(1, Relaxed);
-    }
-
     pub fn reject(&self, why: Rejected) {
         self.rejected[why as usize].fetch_add(1, Relaxed);
     }
 
+    /// How long a request waited in the queue before a worker started it.
     pub fn queue_wait(&self, d: Duration) {
         self.queue_wait.observe(d.as_secs_f64());
-    }
-
-    /// Timeouts of every route and reason.
-    pub fn timeouts_total(&self) -> u64 {
-        self.routes.iter().flat_map(|r| r.timeouts.iter()).map(|c| c.load(Relaxed)).sum()
     }
 
     /// Seconds since the metrics (and so the server) started.
@@ -188,10 +172,11 @@ impl Metrics {
 
     /// The Prometheus text exposition (format 0.0.4), encoded by `prometheus-client`.
     ///
-    /// The hot path only bumps atomics; this reads them once into a `Scrape` and lets the
-    /// crate's Prometheus text encoder write names, labels (escaped), `le` bounds and values.
-    pub fn render(&self, queue_depth: usize) -> String {
-        let scrape = self.snapshot(queue_depth);
+    /// The hot path only bumps atomics; this reads them once, with the components' own counts
+    /// in `snap`, and lets the crate's Prometheus text encoder write names, labels (escaped),
+    /// `le` bounds and values.
+    pub fn render(&self, snap: &Snapshot) -> String {
+        let scrape = self.scrape(snap);
         let mut registry = prometheus_client::registry::Registry::default();
         registry.register_collector(Box::new(scrape));
         let mut out = String::with_capacity(16 * 1024);
@@ -200,10 +185,10 @@ impl Metrics {
         out
     }
 
-    /// Reads every atomic once, in exposition order.
-    fn snapshot(&self, queue_depth: usize) -> Scrape {
+    /// Every family, in exposition order.
+    fn scrape(&self, snap: &Snapshot) -> Scrape {
         let route = |r: &RouteMetrics| vec![("route", r.label.clone())];
-        let mut f = Vec::with_capacity(24);
+        let mut f = Vec::with_capacity(32);
         let mut requests = Vec::new();
         for r in &self.routes {
             for (i, c) in r.statuses.iter().enumerate() {
@@ -224,15 +209,13 @@ impl Metrics {
             "Time from request read to response over the route's deadline, by route (1 = the whole budget).",
             self.routes.iter().map(|r| (route(r), r.budget.snapshot())).collect(),
         ));
-        let mut timeouts = Vec::new();
-        for r in &self.routes {
-            for reason in TimeoutReason::ALL {
-                timeouts.push((
-                    vec![("route", r.label.clone()), ("reason", reason.label().to_string())],
-                    r.timeouts[reason as usize].load(Relaxed),
-                ));
-            }
-        }
+        let timeouts = snap
+            .timeouts
+            .iter()
+            .map(|&(id, reason, n)| {
+                (vec![("route", self.route(Some(id)).label.clone()), ("reason", reason.label().to_string())], n)
+            })
+            .collect();
         f.push(Family::counter(
             "vigil_request_timeouts_total",
             "Requests timed out by the watchdog, by route and reason (deadline, stall, queue, shutdown).",
@@ -251,46 +234,72 @@ impl Metrics {
             "Time requests waited in the queue for a worker thread.",
             vec![(Vec::new(), self.queue_wait.snapshot())],
         ));
-        let counters: [(&'static str, &'static str, &AtomicU64); 5] = [
+        let (p, w) = (&snap.pool, &snap.watchdog);
+        let counters: [(&'static str, &'static str, u64); 9] = [
             (
                 "vigil_cancellations_honored_total",
                 "Cancelled handlers that returned within the grace period.",
-                &self.cancellations_honored,
+                w.cancellations_honored_total,
             ),
             (
                 "vigil_threads_abandoned_total",
                 "Worker threads given up because their handler ignored cancellation.",
-                &self.threads_abandoned_total,
+                p.abandoned_total,
             ),
             (
                 "vigil_threads_replaced_total",
-                "Worker threads spawned to replace abandoned ones.",
-                &self.threads_replaced_total,
+                "Worker threads started to stand in for cancelled ones or to top up a short pool.",
+                p.replaced_total,
+            ),
+            ("vigil_threads_retired_total", "Worker threads retired after --max-requests.", p.retired_total),
+            (
+                "vigil_thread_spawn_failures_total",
+                "Worker threads that could not be started (retried every watchdog tick).",
+                p.spawn_failures_total,
+            ),
+            ("vigil_handler_panics_total", "Handler panics (each answered 500).", p.panics_total),
+            (
+                "vigil_client_disconnects_total",
+                "Requests whose client went away while the handler ran (their token was fired).",
+                w.clients_gone_total,
             ),
             (
-                "vigil_threads_retired_total",
-                "Worker threads retired after --max-requests.",
-                &self.threads_retired_total,
+                "vigil_log_records_dropped_total",
+                "Log records dropped because the log sink did not keep up.",
+                snap.log_records_dropped,
             ),
-            ("vigil_handler_panics_total", "Handler panics (each answered 500).", &self.handler_panics),
+            (
+                "vigil_offload_threads",
+                "Threads running on_cancel callbacks and the watchdog's log records.",
+                w.offload_threads as u64,
+            ),
         ];
         for (name, help, v) in counters {
-            f.push(Family::counter(name, help, vec![(Vec::new(), v.load(Relaxed))]));
+            if name.ends_with("_total") {
+                f.push(Family::counter(name, help, vec![(Vec::new(), v)]));
+            } else {
+                f.push(Family::gauge(name, help, Num::Int(v as i64)));
+            }
         }
-        let gauges: [(&'static str, &'static str, i64); 6] = [
+        let gauges: [(&'static str, &'static str, usize); 7] = [
+            ("vigil_threads_abandoned_alive", "Abandoned threads still running their handler.", p.abandoned_alive),
+            ("vigil_worker_threads", "Live worker threads in the pool.", p.live),
+            ("vigil_worker_threads_busy", "Worker threads running a handler.", p.busy),
             (
-                "vigil_threads_abandoned_alive",
-                "Abandoned threads still running their handler.",
-                self.threads_abandoned_alive.load(Relaxed),
+                "vigil_threads_cancelled_alive",
+                "Threads taken out of the pool when their request was cancelled, still running its handler (abandoned ones included).",
+                p.detached,
             ),
-            ("vigil_worker_threads", "Live worker threads in the pool.", self.worker_threads.load(Relaxed)),
-            ("vigil_worker_threads_busy", "Worker threads running a handler.", self.workers_busy.load(Relaxed)),
-            ("vigil_requests_in_flight", "Requests read and not yet answered.", self.requests_in_flight.load(Relaxed)),
-            ("vigil_queue_depth", "Requests waiting for a worker thread.", queue_depth as i64),
-            ("vigil_connections_open", "Open client connections.", self.connections_open.load(Relaxed)),
+            (
+                "vigil_requests_in_flight",
+                "Requests read whose response has not been written yet.",
+                snap.requests_in_flight,
+            ),
+            ("vigil_queue_depth", "Requests waiting for a worker thread.", p.queue_depth),
+            ("vigil_connections_open", "Open client connections.", snap.connections_open),
         ];
         for (name, help, v) in gauges {
-            f.push(Family::gauge(name, help, Num::Int(v)));
+            f.push(Family::gauge(name, help, Num::Int(v as i64)));
         }
         if let Some(rss) = crate::platform::resident_memory_bytes() {
             f.push(Family::gauge(
@@ -397,13 +406,26 @@ mod tests {
 
     #[test]
     fn render_counts_by_route_and_status_with_cumulative_buckets_and_escaped_labels() {
-        let m = Metrics::new(vec![("/a\"b".into(), Duration::from_secs(2))], Duration::from_secs(30));
-        m.response(0, 200, Duration::from_millis(3), Some(0.0015));
-        m.response(0, 200, Duration::from_millis(1500), Some(0.75));
-        m.response(usize::MAX, 404, Duration::from_micros(50), None);
-        m.timeout(0, TimeoutReason::Stall);
+        use crate::runtime::routes::RouteInfo;
+        let routes = RouteTable::new(vec![RouteInfo {
+            method: "GET".into(),
+            pattern: "/a\"b".into(),
+            timeout: Duration::from_secs(2),
+            stall: None,
+        }]);
+        let a = Some(RouteId::new(0));
+        let m = Metrics::new(&routes, Duration::from_secs(30));
+        m.response(a, 200, Duration::from_millis(3), Some(0.0015));
+        m.response(a, 200, Duration::from_millis(1500), Some(0.75));
+        m.response(None, 404, Duration::from_micros(50), None);
         m.reject(Rejected::QueueFull);
-        let text = m.render(3);
+        let snap = Snapshot {
+            timeouts: vec![(RouteId::new(0), TimeoutReason::Stall, 1)],
+            pool: PoolStats { queue_depth: 3, live: 4, ..Default::default() },
+            log_records_dropped: 9,
+            ..Default::default()
+        };
+        let text = m.render(&snap);
         for line in [
             "# TYPE vigil_requests_total counter",
             "vigil_requests_total{route=\"/a\\\"b\",status=\"200\"} 2",
@@ -416,6 +438,8 @@ mod tests {
             "vigil_rejected_total{reason=\"queue_full\"} 1",
             "# TYPE vigil_queue_wait_seconds histogram",
             "vigil_queue_depth 3",
+            "vigil_worker_threads 4",
+            "vigil_log_records_dropped_total 9",
             "# TYPE process_start_time_seconds gauge",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");

@@ -8,6 +8,16 @@
 //! logoff events to console programs running as services whenever any user logs off.
 
 /// A way to ask whether the client of a connection has gone away, without reading its data.
+///
+/// It holds the socket's raw descriptor, not the socket: the connection owns and closes the
+/// socket, and the probe lives in the request's record, which can outlive the connection (the
+/// watchdog follows a cancelled request until its handler returns). The watchdog probes only
+/// running requests that have not been answered; until its request is answered a connection
+/// is parked waiting for that answer, so the socket is open. Between that check and the probe
+/// the answer may arrive, the connection may close the socket, and the descriptor number may
+/// even be reused by a new connection: the probe then gets `EBADF`/`POLLNVAL`, or reports
+/// another socket's state. Neither can harm anything: no call here reads or consumes data, and
+/// the watchdog ignores a positive probe for a request that was answered meanwhile.
 pub(crate) struct PeerProbe {
     #[cfg(unix)]
     fd: std::os::unix::io::RawFd,
@@ -44,15 +54,20 @@ impl PeerProbe {
         #[cfg(any(target_os = "linux", target_os = "android"))]
         {
             let mut p = libc::pollfd { fd: self.fd, events: libc::POLLRDHUP, revents: 0 };
-            // SAFETY: poll on one valid pollfd with a zero timeout: it never blocks.
+            // SAFETY: poll reads and writes only `p`, a live local, for the length 1 we pass;
+            // the kernel validates the descriptor itself (a closed one comes back as POLLNVAL,
+            // which is not reported as gone; a reused one: see the type's docs), nothing is
+            // read from the socket, and the zero timeout means the call never blocks.
             let n = unsafe { libc::poll(&mut p, 1, 0) };
             n > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
         }
         #[cfg(all(unix, not(any(target_os = "linux", target_os = "android"))))]
         {
             let mut b = [0u8; 1];
-            // SAFETY: recv on a descriptor with a valid 1-byte buffer; MSG_PEEK leaves the data
-            // in place and MSG_DONTWAIT makes it non-blocking whatever the descriptor's mode.
+            // SAFETY: recv writes at most 1 byte into `b`, a live local of that size; the kernel
+            // validates the descriptor (closed: EBADF, not a socket: ENOTSOCK, both reported as
+            // not gone; reused: see the type's docs); MSG_PEEK leaves any data in place and
+            // MSG_DONTWAIT keeps it non-blocking whatever the descriptor's mode.
             let n = unsafe { libc::recv(self.fd, b.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
             if n == 0 {
                 return true;
@@ -77,13 +92,16 @@ impl PeerProbe {
             let mut set = FD_SET { fd_count: 1, fd_array: [0; 64] };
             set.fd_array[0] = self.socket;
             let zero = TIMEVAL { tv_sec: 0, tv_usec: 0 };
-            // SAFETY: a valid one-socket set and timeout; nfds is ignored by Winsock.
+            // SAFETY: `set` and `zero` are live locals select only reads and writes for the call;
+            // Winsock validates the socket (a closed one is an error, reported as not gone;
+            // reused: see the type's docs); nfds is ignored by Winsock.
             let ready = unsafe { select(0, &mut set, std::ptr::null_mut(), std::ptr::null_mut(), &zero) };
             if ready != 1 {
                 return false; // 0: nothing pending, the peer is still there; SOCKET_ERROR: can't tell
             }
             let mut b = [0u8; 1];
-            // SAFETY: recv with a valid 1-byte buffer; MSG_PEEK leaves the data in place.
+            // SAFETY: recv writes at most 1 byte into `b`, a live local of that size; MSG_PEEK
+            // leaves the data in place, and select() just said it will not block.
             let n = unsafe { recv(self.socket, b.as_mut_ptr(), 1, MSG_PEEK) };
             if n == 0 {
                 return true;

@@ -15,9 +15,10 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::parse::{
+use crate::http::parse::{
     DEFAULT_MAX_BODY, DEFAULT_MAX_FIELDS, DEFAULT_MAX_FIELD_SIZE, DEFAULT_MAX_HEAD_BYTES, DEFAULT_MAX_REQUEST_LINE,
 };
+pub use crate::logging::LogFormat;
 
 /// The settings table. Each row reads
 /// `field: type = default [=> default as documented], value kind, accepted values;`
@@ -220,37 +221,6 @@ macro_rules! generate_cli {
 
 settings_table!(generate_settings);
 
-/// Format of the server's log lines (`--log-format`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human-readable lines (`text`).
-    Text,
-    /// One JSON object per line (`json`).
-    Json,
-}
-
-impl fmt::Display for LogFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            LogFormat::Text => "text",
-            LogFormat::Json => "json",
-        })
-    }
-}
-
-impl FromStr for LogFormat {
-    type Err = String;
-
-    /// `text` or `json`, case-insensitive.
-    fn from_str(s: &str) -> Result<LogFormat, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "text" => Ok(LogFormat::Text),
-            "json" => Ok(LogFormat::Json),
-            _ => Err(format!("expected `text` or `json`, got {s:?}")),
-        }
-    }
-}
-
 /// A setting that could not be parsed or is out of range.
 ///
 /// Displays as `--flag: message`, or just the message when no single flag is at fault.
@@ -288,7 +258,7 @@ impl fmt::Display for SettingsError {
 /// [`Settings::effective_backlog`]).
 ///
 /// ```
-/// assert_eq!(vigil::MIN_DEFAULT_BACKLOG, 1024);
+/// assert_eq!(vigil::internals::MIN_DEFAULT_BACKLOG, 1024);
 /// ```
 pub const MIN_DEFAULT_BACKLOG: usize = 1024;
 
@@ -717,7 +687,7 @@ const NANOS_PER_SEC: u128 = 1_000_000_000;
 ///
 /// ```
 /// use std::time::Duration;
-/// use vigil::parse_duration;
+/// use vigil::internals::parse_duration;
 ///
 /// assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
 /// assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
@@ -747,7 +717,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// `1g`, `512b`. Fractions round down to a whole byte.
 ///
 /// ```
-/// use vigil::parse_size;
+/// use vigil::internals::parse_size;
 ///
 /// assert_eq!(parse_size("64k"), Ok(64 * 1024));
 /// assert_eq!(parse_size("10MiB"), Ok(10 << 20));

@@ -26,7 +26,7 @@ fn settings() -> Settings {
 }
 
 fn demo_server(s: Settings) -> ServerHandle {
-    Server::start(s, vigil::demo::app(Duration::from_secs(30))).expect("start server")
+    Server::start(s, common::demo::app(Duration::from_secs(30))).expect("start server")
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -64,19 +64,21 @@ fn cancelled_thread_gets_a_stand_in_at_once_and_the_pool_shrinks_back_when_it_re
     let (r, d) = timed_get(srv.local_addr(), "/");
     assert_eq!(r.text(), "ok");
     assert!(d < Duration::from_secs(5), "the next request waited {d:?} for the only worker");
-    // The cancelled thread no longer counts as a worker, but it is still running its handler.
+    // The cancelled thread no longer counts as a worker, but it is still running its handler;
+    // the stand-in took its place.
     assert_eq!(metric(admin, "vigil_worker_threads"), 1.0);
-    assert_eq!(metric(admin, "vigil_worker_threads_busy"), 1.0);
+    assert_eq!(metric(admin, "vigil_threads_cancelled_alive"), 1.0);
+    assert_eq!(metric(admin, "vigil_threads_replaced_total"), 1.0);
     assert_eq!(metric(admin, "vigil_threads_abandoned_total"), 0.0);
 
     // The handler returns within the grace period: its thread leaves, the pool stays at one.
     release_tx.send(()).unwrap();
     assert!(wait_for(Duration::from_secs(3), || metric(admin, "vigil_cancellations_honored_total") == 1.0));
-    assert!(wait_for(Duration::from_secs(3), || metric(admin, "vigil_worker_threads_busy") == 0.0));
+    assert!(wait_for(Duration::from_secs(3), || metric(admin, "vigil_threads_cancelled_alive") == 0.0));
     assert_eq!(metric(admin, "vigil_worker_threads"), 1.0);
     assert_eq!(get(srv.local_addr(), "/").text(), "ok");
     assert_eq!(metric(admin, "vigil_threads_abandoned_total"), 0.0);
-    assert_eq!(metric(admin, "vigil_threads_replaced_total"), 0.0);
+    assert_eq!(metric(admin, "vigil_threads_replaced_total"), 1.0, "only the stand-in was ever started");
     srv.stop();
 }
 
@@ -158,7 +160,7 @@ fn max_requests_retires_threads_without_dropping_requests() {
 
 #[test]
 fn idle_keepalive_connection_is_closed_after_keepalive_timeout() {
-    let srv = start(settings().keepalive(Duration::from_millis(300)), vigil::demo::app(Duration::from_secs(30)));
+    let srv = start(settings().keepalive(Duration::from_millis(300)), common::demo::app(Duration::from_secs(30)));
     let mut s = TcpStream::connect(srv.local_addr()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
@@ -173,7 +175,7 @@ fn idle_keepalive_connection_is_closed_after_keepalive_timeout() {
 
 #[test]
 fn request_id_is_echoed_or_generated() {
-    let srv = start(settings(), vigil::demo::app(Duration::from_secs(30)));
+    let srv = start(settings(), common::demo::app(Duration::from_secs(30)));
     let r = raw(srv.local_addr(), b"GET / HTTP/1.1\r\nHost: x\r\nX-Request-Id: abc-123\r\nConnection: close\r\n\r\n")
         .unwrap();
     assert_eq!(r.header("x-request-id"), Some("abc-123"));

@@ -7,7 +7,7 @@
 //! byte, and must give the one-shot body.
 
 use proptest::prelude::*;
-use vigil::parse::{parse_head, ChunkedDecoder, Framing, Limits, Version};
+use vigil::internals::parse::{parse_head, ChunkedDecoder, Framing, Limits, Version};
 
 /// How a generated request delimits its body.
 #[derive(Clone, Debug)]

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vigil::parse::{ChunkedDecoder, ParseError};
+use vigil::internals::parse::{ChunkedDecoder, ParseError};
 
 /// Body, bytes consumed, done — or the error.
 type Outcome = Result<(Vec<u8>, usize, bool), ParseError>;

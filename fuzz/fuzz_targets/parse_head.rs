@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vigil::parse::{parse_head, Framing, Head, Limits};
+use vigil::internals::parse::{parse_head, Framing, Head, Limits};
 
 fuzz_target!(|data: &[u8]| {
     // The first byte picks the limits: the defaults, or small ones so that

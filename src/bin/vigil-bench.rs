@@ -98,7 +98,7 @@ struct Cli {
 }
 
 fn parse_dur(s: &str) -> Result<Duration, String> {
-    vigil::parse_duration(s)
+    vigil::internals::parse_duration(s)
 }
 
 fn fail(msg: impl std::fmt::Display) -> ! {

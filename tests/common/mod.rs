@@ -4,6 +4,10 @@
 //! same end-to-end tests run against a Windows build under Wine.
 #![allow(dead_code)]
 
+/// The demo app of the `vigil` binary, served in-process by the tests.
+#[path = "../../src/demo.rs"]
+pub mod demo;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};

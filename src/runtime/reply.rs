@@ -1,13 +1,9 @@
-//! The dispatch queue: a bounded crossbeam channel from connection coroutines to worker threads,
-//! and the [`ReplySlot`] the answer comes back through.
-//!
-//! Coroutines only ever `try_send` (never parks a scheduler thread); a full queue is an answer
-//! in itself: 503 with `Retry-After`, the handler not run.
+//! The [`ReplySlot`]: where a connection's coroutine waits for the answer to its request.
 
 use std::sync::Arc;
 
-use crate::response::Response;
-use crate::watchdog::Inflight;
+use crate::http::response::Response;
+use crate::runtime::refusal::Refusal;
 
 /// Where a connection's coroutine waits for the answer to its current request: one per
 /// connection, reused for each request. Whoever answers first (worker, watchdog, drain; see
@@ -25,7 +21,7 @@ pub(crate) struct ReplySlot {
 }
 
 impl ReplySlot {
-    /// Must be called on the coroutine that will [`wait`](ReplySlot::wait).
+    /// Must be called on the coroutine (or thread) that will [`wait`](ReplySlot::wait).
     pub fn new() -> Arc<Self> {
         Arc::new(ReplySlot { reply: parking_lot::Mutex::new(None), blocker: may::sync::Blocker::new(false) })
     }
@@ -34,6 +30,12 @@ impl ReplySlot {
     pub fn put(&self, seq: u64, resp: Response) {
         *self.reply.lock() = Some((seq, resp));
         self.blocker.unpark();
+    }
+
+    /// Takes the answer if one is in, without waiting (tests).
+    #[cfg(test)]
+    pub fn try_take(&self) -> Option<(u64, Response)> {
+        self.reply.lock().take()
     }
 
     /// Parks the calling coroutine until the answer to request `seq` is in.
@@ -47,51 +49,25 @@ impl ReplySlot {
             // A wake-up left over from an earlier answer makes this return at once; the loop
             // then finds the slot empty and parks again.
             if self.blocker.park(None).is_err() {
-                return Response::error(503, "server shutting down");
+                // Only a cancelled coroutine fails to park, which happens at process exit.
+                return Refusal::Draining.response();
             }
         }
     }
 }
 
-/// What a worker thread receives.
-pub(crate) enum Job {
-    /// Run this request's handler.
-    Run(Arc<Inflight>),
-    /// Exit (sent once per worker at shutdown, after the queue drained).
-    Stop,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Why a request could not be queued.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum SubmitError {
-    /// The queue holds `--backlog` requests already.
-    Full,
-    /// The pool is gone (server stopped).
-    Closed,
-}
-
-/// Both ends of the queue; workers clone the receiver.
-pub(crate) struct Queue {
-    pub tx: crossbeam_channel::Sender<Job>,
-    pub rx: crossbeam_channel::Receiver<Job>,
-}
-
-impl Queue {
-    pub fn new(capacity: usize) -> Self {
-        let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
-        Queue { tx, rx }
-    }
-
-    /// Queues a request without ever blocking.
-    pub fn submit(&self, job: Arc<Inflight>) -> Result<(), SubmitError> {
-        self.tx.try_send(Job::Run(job)).map_err(|e| match e {
-            crossbeam_channel::TrySendError::Full(_) => SubmitError::Full,
-            crossbeam_channel::TrySendError::Disconnected(_) => SubmitError::Closed,
-        })
-    }
-
-    /// Requests waiting for a worker.
-    pub fn depth(&self) -> usize {
-        self.tx.len()
+    #[test]
+    fn the_answer_to_the_awaited_request_is_taken_and_a_stale_one_skipped() {
+        let slot = ReplySlot::new();
+        slot.put(0, Response::text("old"));
+        let s2 = Arc::clone(&slot);
+        // An OS thread parks on the blocker the way a coroutine would.
+        let waiter = std::thread::spawn(move || s2.wait(1));
+        slot.put(1, Response::text("new"));
+        assert_eq!(waiter.join().unwrap().body(), b"new");
     }
 }

@@ -19,14 +19,18 @@ use log::{debug, info, warn};
 use may::net::TcpStream;
 
 use crate::app::Routed;
-use crate::dispatch::{ReplySlot, SubmitError};
+use crate::http::parse::{parse_head, ChunkedDecoder, Framing as BodyFraming, Head, ParseError, Span};
+use crate::http::request::Request;
+use crate::http::response::{encode, Framing, Response};
 use crate::metrics::Rejected;
-use crate::parse::{parse_head, ChunkedDecoder, Framing as BodyFraming, Head, ParseError};
 use crate::platform::PeerProbe;
-use crate::request::Request;
-use crate::response::{encode, Framing, Response};
-use crate::server::Shared;
-use crate::watchdog::{clock, state, Inflight};
+use crate::runtime::clock;
+use crate::runtime::inflight::{Arrival, Inflight};
+use crate::runtime::pool::SubmitError;
+use crate::runtime::refusal::Refusal;
+use crate::runtime::reply::ReplySlot;
+use crate::runtime::state::RequestState;
+use crate::server::shared::Shared;
 
 /// Initial read buffer per connection. It grows only while one request head does not fit, never
 /// beyond `--limit-request-head` plus this much (the parser answers 431 first), and shrinks back
@@ -75,6 +79,17 @@ struct Conn<'a> {
     requests: u64,
     /// Whether the request being handled is a HEAD (its answer carries no body).
     last_method_is_head: bool,
+    /// Requests of this connection counted in `conns.active` (a drain waits for them): from
+    /// the moment their head is read until their response is written, or the connection ends.
+    held: usize,
+    /// How many of those have their response encoded in `wbuf`, released by `flush`.
+    encoded: usize,
+}
+
+impl Drop for Conn<'_> {
+    fn drop(&mut self) {
+        self.shared.conns.active.fetch_sub(self.held, AcqRel);
+    }
 }
 
 /// Serves one connection until it closes.
@@ -93,6 +108,8 @@ pub(crate) fn serve(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
         reply: None,
         requests: 0,
         last_method_is_head: false,
+        held: 0,
+        encoded: 0,
     };
     match c.run() {
         Stop::Quiet => {}
@@ -142,7 +159,7 @@ impl Conn<'_> {
                 // Draining: an idle keep-alive connection closes (as at its keep-alive
                 // timeout); a fresh one still gets its first request read and answered 503,
                 // so a client that connected just before the drain never sees an empty reply.
-                if self.requests > 0 && self.shared.draining.load(Acquire) {
+                if self.requests > 0 && self.shared.lifecycle.is_draining() {
                     return Ok(None);
                 }
                 self.start = 0;
@@ -232,9 +249,11 @@ impl Conn<'_> {
     fn handle(&mut self, head: Head) -> Result<bool, Stop> {
         let t0 = clock::now_ns();
         let shared = Arc::clone(self.shared);
+        shared.conns.active.fetch_add(1, AcqRel);
+        self.held += 1;
         let raw_head = self.avail()[..head.len].to_vec().into_boxed_slice();
         self.start += head.len;
-        let text = |s: crate::parse::Span| std::str::from_utf8(s.get(&raw_head)).unwrap_or("");
+        let text = |s: Span| std::str::from_utf8(s.get(&raw_head)).unwrap_or("");
         let method = text(head.method);
         let path = match text(head.path) {
             "" => "/",
@@ -242,6 +261,7 @@ impl Conn<'_> {
         };
         let head_only = method == "HEAD";
         self.last_method_is_head = head_only;
+        let uid = shared.ids.next_uid();
         let request_id = head
             .headers
             .iter()
@@ -249,7 +269,7 @@ impl Conn<'_> {
             .map(|(_, v)| v.get(&raw_head))
             .filter(|v| valid_request_id(v))
             .map(|v| String::from_utf8_lossy(v).into())
-            .unwrap_or_else(|| shared.new_request_id());
+            .unwrap_or_else(|| shared.ids.render(uid));
 
         let (route, params) = match shared.app.find(method, path) {
             Routed::Found { route, params } => (route, params),
@@ -261,41 +281,31 @@ impl Conn<'_> {
                 return self.answer_directly(resp, &head, &request_id, false, t0);
             }
         };
-        if shared.draining.load(Acquire) {
+        if shared.lifecycle.is_draining() {
             shared.metrics.reject(Rejected::Draining);
-            let resp = Response::error(503, "server shutting down").with_header("Retry-After", "1");
-            return self.answer_directly(resp, &head, &request_id, true, t0);
+            return self.answer_directly(Refusal::Draining.response(), &head, &request_id, true, t0);
         }
         let has_body = head.framing != BodyFraming::None;
         let body = self.read_body(&head)?;
         let keep_alive = head.keep_alive;
         let mut req = Request::new(raw_head, head, body, self.peer, request_id);
         req.set_params(params);
-        let (timeout, stall) = shared.route_timeouts[route];
+        let info = shared.routes.get(route);
+        let timeout = info.timeout;
         let seq = self.seq;
         self.seq += 1;
         self.requests += 1;
         let slot = Arc::clone(self.reply.get_or_insert_with(ReplySlot::new));
         // The deadline clock starts once the request is read: that is `t0` unless a body was read.
         let start_ns = if has_body { clock::now_ns() } else { t0 };
-        let job = Arc::new(Inflight::new(
-            req,
-            route,
-            seq,
-            start_ns,
-            timeout,
-            stall,
-            Some(slot),
-            PeerProbe::new(&self.stream),
-        ));
-        shared.metrics.requests_in_flight.fetch_add(1, Relaxed);
-        match shared.queue.submit(Arc::clone(&job)) {
-            Ok(()) => {
-                let _ = shared.register.send(Arc::downgrade(&job));
-            }
+        let arrival = Arrival { req, route, uid, seq, start_ns, reply: Some(slot), peer: PeerProbe::new(&self.stream) };
+        let job = Arc::new(Inflight::new(arrival, info));
+        match shared.pool.submit(Arc::clone(&job)) {
+            Ok(()) => shared.watchdog.register(&job),
             Err(e) => {
-                job.state.store(state::DONE, Release);
-                let resp = match e {
+                // Never queued: no worker or watchdog will see it.
+                job.transition(RequestState::Queued, RequestState::Done);
+                let refusal = match e {
                     SubmitError::Full => {
                         shared.metrics.reject(Rejected::QueueFull);
                         if let Some(suppressed) = shared.queue_full_log.allow(t0) {
@@ -307,11 +317,11 @@ impl Conn<'_> {
                                 job.req.id()
                             );
                         }
-                        Response::error(503, "server busy: request queue full").with_header("Retry-After", "1")
+                        Refusal::QueueFull
                     }
-                    SubmitError::Closed => Response::error(503, "server shutting down"),
+                    SubmitError::Closed => Refusal::Draining,
                 };
-                job.answer(resp, &shared);
+                job.answer(refusal.response());
             }
         }
         if self.flush().is_err() {
@@ -320,13 +330,18 @@ impl Conn<'_> {
         let resp = self.wait_reply(seq);
         let close = !keep_alive
             || shared.settings.keepalive.is_zero()
-            || shared.draining.load(Acquire)
+            || shared.lifecycle.is_draining()
             || resp.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
         encode(&resp, &Framing { head_only, close, request_id: Some(job.req.id()) }, &mut self.wbuf);
+        self.encoded += 1;
         let now = clock::now_ns();
         let elapsed = Duration::from_nanos(now.saturating_sub(t0));
         let budget = now.saturating_sub(job.start_ns) as f64 / timeout.as_nanos().max(1) as f64;
-        shared.metrics.response(route, resp.status(), elapsed, Some(budget));
+        shared.metrics.response(Some(route), resp.status(), elapsed, Some(budget));
+        let ran_at = job.run_start_ns.load(Relaxed);
+        if ran_at != 0 {
+            shared.metrics.queue_wait(Duration::from_nanos(ran_at.saturating_sub(job.start_ns)));
+        }
         self.log_request(&job, resp.status(), elapsed, budget);
         Ok(!close)
     }
@@ -339,9 +354,10 @@ impl Conn<'_> {
     #[inline(never)]
     fn log_request(&self, job: &Inflight, status: u16, elapsed: Duration, budget: f64) {
         let s = &self.shared;
-        let route = job.route_name(s);
+        let info = s.routes.get(job.route);
+        let route = &*info.pattern;
         if budget >= 0.8 && status != 504 && status != 503 {
-            let budget_seconds = s.route_timeouts[job.route].0.as_secs_f64();
+            let budget_seconds = info.timeout.as_secs_f64();
             warn!(
                 event = "budget_warning", id = job.req.id(), route = route, used = budget, budget_seconds = budget_seconds;
                 "approaching timeout id={} route={} used {:.0}% of its {:.3}s budget",
@@ -352,13 +368,13 @@ impl Conn<'_> {
             );
         }
         if s.settings.access_log {
-            let worker = job.thread.load(Relaxed);
+            let worker = job.worker.load(Relaxed).map_or_else(|| "-".to_string(), |w| w.to_string());
             info!(
                 target: "vigil::access",
                 event = "access", peer:% = self.peer.ip(), method = job.req.method(), path = job.req.path(),
                 route = route, status = status, duration = elapsed.as_secs_f64(), budget = budget,
-                id = job.req.id(), worker = worker;
-                "{} {} {} route={} status={} duration={:.6}s budget={:.3} id={} thread=vigil-worker-{}",
+                id = job.req.id(), worker = worker.as_str();
+                "{} {} {} route={} status={} duration={:.6}s budget={:.3} id={} thread={}",
                 self.peer.ip(),
                 job.req.method(),
                 job.req.path(),
@@ -395,8 +411,9 @@ impl Conn<'_> {
         let close = close_anyway || !body_skipped || !head.keep_alive || self.shared.settings.keepalive.is_zero();
         let head_only = self.last_method_is_head;
         encode(&resp, &Framing { head_only, close, request_id: Some(id) }, &mut self.wbuf);
+        self.encoded += 1;
         let elapsed = Duration::from_nanos(clock::now_ns().saturating_sub(t0));
-        self.shared.metrics.response(usize::MAX, resp.status(), elapsed, None);
+        self.shared.metrics.response(None, resp.status(), elapsed, None);
         if !close {
             self.requests += 1;
         }
@@ -505,6 +522,10 @@ impl Conn<'_> {
             return Ok(());
         }
         let r = self.stream.write_all(&self.wbuf);
+        // Written (or the client is gone): a drain no longer waits for these requests.
+        let done = std::mem::take(&mut self.encoded).min(self.held);
+        self.held -= done;
+        self.shared.conns.active.fetch_sub(done, AcqRel);
         self.wbuf.clear();
         if self.wbuf.capacity() > KEEP_WRITE_BUF {
             self.wbuf = Vec::new();
@@ -520,7 +541,7 @@ impl Conn<'_> {
     fn fail(&mut self, status: u16, message: &str) {
         let resp = Response::error(status, message);
         encode(&resp, &Framing { head_only: false, close: true, request_id: None }, &mut self.wbuf);
-        self.shared.metrics.response(usize::MAX, status, Duration::ZERO, None);
+        self.shared.metrics.response(None, status, Duration::ZERO, None);
         if status == 400 || status == 431 || status == 414 || status == 413 {
             self.shared.metrics.reject(Rejected::BadRequest);
         }

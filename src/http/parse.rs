@@ -274,7 +274,7 @@ thread_local! {
 /// # Examples
 ///
 /// ```
-/// use vigil::parse::{parse_head, Framing, Limits, Version};
+/// use vigil::internals::parse::{parse_head, Framing, Limits, Version};
 ///
 /// let buf = b"POST /echo?x=1 HTTP/1.1\r\nHost: example\r\nContent-Length: 5\r\n\r\nhello";
 /// let limits = Limits::default();
@@ -744,7 +744,7 @@ fn is_host_char(b: u8) -> bool {
 /// # Examples
 ///
 /// ```
-/// use vigil::parse::ChunkedDecoder;
+/// use vigil::internals::parse::ChunkedDecoder;
 ///
 /// let mut decoder = ChunkedDecoder::new(1024);
 /// let mut body = Vec::new();

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use crate::parse::{Head, Span, Version};
+use super::parse::{Head, Span, Version};
 
 /// One HTTP request, fully read (head and body) before its handler runs.
 ///
@@ -157,7 +157,7 @@ impl RequestBuilder {
             raw.push_str(&format!("{k}: {v}\r\n"));
         }
         raw.push_str("\r\n");
-        let head = crate::parse::parse_head(raw.as_bytes(), &crate::parse::Limits::default())
+        let head = super::parse::parse_head(raw.as_bytes(), &super::parse::Limits::default())
             .expect("valid request")
             .expect("complete head");
         Request::new(raw.into_bytes().into_boxed_slice(), head, self.body, ([127, 0, 0, 1], 0).into(), "test".into())

@@ -8,18 +8,20 @@ use std::time::Duration;
 
 use log::{debug, error, info};
 
+use crate::http::response::{encode, Framing};
 use crate::metrics::Rejected;
-use crate::response::{encode, Framing, Response};
-use crate::server::Shared;
+use crate::runtime::refusal::Refusal;
+use crate::server::shared::Shared;
 
 /// Refusals answered at once beyond `--max-connections`; past this many more (a flood), new
 /// connections are closed without an answer so that refusing costs nothing either.
 const MAX_REFUSING: usize = 1024;
 
 pub(crate) fn spawn(listener: may::net::TcpListener, shared: Arc<Shared>) -> std::io::Result<()> {
-    // SAFETY (may's spawn contract): the coroutine uses no thread-local storage across yields
-    // and does not block the scheduler thread.
     let builder = may::coroutine::Builder::new().name("vigil-accept".into());
+    // SAFETY: may's contract for spawning a coroutine: the accept loop holds no thread-local
+    // across a yield and never blocks its scheduler thread (may sockets, may's sleep; every
+    // connection's work goes to coroutines of its own).
     unsafe { builder.spawn(move || accept_loop(listener, shared)) }?;
     Ok(())
 }
@@ -29,7 +31,7 @@ fn accept_loop(listener: may::net::TcpListener, shared: Arc<Shared>) {
         let (stream, peer) = match listener.accept() {
             Ok(x) => x,
             Err(e) => {
-                if shared.accept_stop.load(Acquire) {
+                if shared.lifecycle.is_draining() {
                     break;
                 }
                 // EMFILE and friends: back off instead of spinning.
@@ -38,9 +40,9 @@ fn accept_loop(listener: may::net::TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let stopping = shared.accept_stop.load(Acquire);
+        let stopping = shared.lifecycle.is_draining();
         let _ = stream.set_nodelay(true);
-        let open = shared.metrics.connections_open.fetch_add(1, AcqRel) + 1;
+        let open = shared.conns.open.fetch_add(1, AcqRel) + 1;
         let shared2 = Arc::clone(&shared);
         if stopping {
             // Accepted as the drain began (the drain's own wake-up connection, or a client that
@@ -49,18 +51,18 @@ fn accept_loop(listener: may::net::TcpListener, shared: Arc<Shared>) {
             spawn_connection(stream, peer, shared2);
             break;
         }
-        if open as usize > shared.settings.max_connections {
+        if open > shared.settings.max_connections {
             shared.metrics.reject(Rejected::MaxConnections);
-            if open as usize > shared.settings.max_connections.saturating_add(MAX_REFUSING) {
+            if open > shared.settings.max_connections.saturating_add(MAX_REFUSING) {
                 debug!("dropping {peer}: {open} connections open, too many to answer (--max-connections)");
                 drop(stream);
-                shared.metrics.connections_open.fetch_sub(1, AcqRel);
+                shared.conns.open.fetch_sub(1, AcqRel);
                 continue;
             }
             debug!("refusing {peer}: {open} connections open (--max-connections)");
             may::go!(move || {
                 refuse(stream);
-                shared2.metrics.connections_open.fetch_sub(1, AcqRel);
+                shared2.conns.open.fetch_sub(1, AcqRel);
             });
             continue;
         }
@@ -72,8 +74,8 @@ fn accept_loop(listener: may::net::TcpListener, shared: Arc<Shared>) {
 /// One coroutine per connection: `conn::serve` runs it until it closes.
 fn spawn_connection(stream: may::net::TcpStream, peer: std::net::SocketAddr, shared: Arc<Shared>) {
     may::go!(move || {
-        crate::conn::serve(stream, peer, &shared);
-        shared.metrics.connections_open.fetch_sub(1, AcqRel);
+        crate::server::conn::serve(stream, peer, &shared);
+        shared.conns.open.fetch_sub(1, AcqRel);
     });
 }
 
@@ -82,9 +84,9 @@ fn spawn_connection(stream: may::net::TcpStream, peer: std::net::SocketAddr, sha
 fn refuse(mut stream: may::net::TcpStream) {
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
     let mut out = Vec::with_capacity(256);
-    let resp = Response::error(503, "too many connections").with_header("Retry-After", "1");
+    let resp = Refusal::TooManyConnections.response();
     encode(&resp, &Framing { head_only: false, close: true, request_id: None }, &mut out);
     if stream.write_all(&out).is_ok() {
-        crate::conn::linger_close(&mut stream);
+        crate::server::conn::linger_close(&mut stream);
     }
 }

@@ -1,0 +1,27 @@
+//! The runtime: everything between a parsed request and its answer that is about threads and
+//! time, and nothing about sockets or routing syntax.
+//!
+//! Bottom to top: [`clock`] (one monotonic clock in atomics), [`state`] (the typed states and
+//! their atomic cell), [`token`] (cancellation), [`routes`] (a route's resolved timing),
+//! [`refusal`] (the server's own answers), [`reply`] (where a connection waits for its answer),
+//! [`inflight`] (one request's record), [`offload`] (where the watchdog sends work that might
+//! block), [`pool`] (the OS threads that run handlers), [`decide`] (the watchdog's rules as a
+//! pure function) and [`watchdog`] (the thread that applies them). It depends only on the HTTP
+//! codec (`crate::http`) and `crate::platform`.
+
+pub(crate) mod clock;
+pub(crate) mod decide;
+pub(crate) mod inflight;
+pub(crate) mod offload;
+pub(crate) mod pool;
+pub(crate) mod refusal;
+pub(crate) mod reply;
+pub(crate) mod routes;
+pub(crate) mod state;
+pub(crate) mod token;
+pub(crate) mod watchdog;
+
+#[cfg(test)]
+mod races;
+#[cfg(test)]
+pub(crate) mod testing;

@@ -1,0 +1,108 @@
+//! The answers the server gives on its own, without (or instead of) a handler's: one enum,
+//! one status map, one place for their wording.
+
+use crate::http::response::Response;
+use crate::runtime::state::TimeoutReason;
+
+/// A request the server answers itself because it would not, or could no longer, run its
+/// handler to completion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The queue holds `--backlog` requests already (503).
+    QueueFull,
+    /// A drain is under way: no new work (503).
+    Draining,
+    /// Beyond `--max-connections` (503).
+    TooManyConnections,
+    /// The request's deadline passed while it waited for a worker (503).
+    QueuedPastDeadline,
+    /// Its handler ran past the route's ceiling (504).
+    Timeout,
+    /// Its handler reported no progress within the route's stall timeout (504).
+    Stall,
+    /// Its handler was still running when the drain's `--graceful-timeout` ran out (504).
+    ShutdownCancelled,
+    /// Its handler panicked (500).
+    Panic,
+}
+
+impl Refusal {
+    /// The refusal for a request the watchdog timed out for `reason`: `queued` says whether
+    /// its handler had started.
+    pub fn for_timeout(reason: TimeoutReason, queued: bool) -> Refusal {
+        match (reason, queued) {
+            (TimeoutReason::Shutdown, true) => Refusal::Draining,
+            (TimeoutReason::Shutdown, false) => Refusal::ShutdownCancelled,
+            (_, true) => Refusal::QueuedPastDeadline,
+            (TimeoutReason::Stall, false) => Refusal::Stall,
+            (_, false) => Refusal::Timeout,
+        }
+    }
+
+    pub fn status(self) -> u16 {
+        match self {
+            Refusal::QueueFull | Refusal::Draining | Refusal::TooManyConnections | Refusal::QueuedPastDeadline => 503,
+            Refusal::Timeout | Refusal::Stall | Refusal::ShutdownCancelled => 504,
+            Refusal::Panic => 500,
+        }
+    }
+
+    /// The short text body.
+    pub fn message(self) -> &'static str {
+        match self {
+            Refusal::QueueFull => "server busy: request queue full",
+            Refusal::Draining => "server shutting down",
+            Refusal::TooManyConnections => "too many connections",
+            Refusal::QueuedPastDeadline => "deadline passed while queued",
+            Refusal::Timeout => "request exceeded its deadline",
+            Refusal::Stall => "request stalled: no progress within the route's stall timeout",
+            Refusal::ShutdownCancelled => "server shutting down: request cancelled",
+            Refusal::Panic => "internal server error",
+        }
+    }
+
+    /// The response: status, text body, and `Retry-After: 1` on the 503s (the client may retry
+    /// elsewhere or a moment later).
+    pub fn response(self) -> Response {
+        let resp = Response::error(self.status(), self.message());
+        if self.status() == 503 {
+            resp.with_header("Retry-After", "1")
+        } else {
+            resp
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_503_says_when_to_retry_and_other_refusals_do_not() {
+        for r in [
+            Refusal::QueueFull,
+            Refusal::Draining,
+            Refusal::TooManyConnections,
+            Refusal::QueuedPastDeadline,
+            Refusal::Timeout,
+            Refusal::Stall,
+            Refusal::ShutdownCancelled,
+            Refusal::Panic,
+        ] {
+            let resp = r.response();
+            assert_eq!(resp.status(), r.status());
+            assert_eq!(resp.header("retry-after").is_some(), r.status() == 503, "{r:?}");
+            assert_eq!(resp.body(), format!("{}\n", r.message()).as_bytes());
+        }
+    }
+
+    #[test]
+    fn timeouts_map_to_503_before_the_handler_ran_and_504_after() {
+        use TimeoutReason::*;
+        assert_eq!(Refusal::for_timeout(Queue, true), Refusal::QueuedPastDeadline);
+        assert_eq!(Refusal::for_timeout(Shutdown, true), Refusal::Draining);
+        assert_eq!(Refusal::for_timeout(Deadline, false), Refusal::Timeout);
+        assert_eq!(Refusal::for_timeout(Stall, false), Refusal::Stall);
+        assert_eq!(Refusal::for_timeout(Shutdown, false), Refusal::ShutdownCancelled);
+    }
+}

@@ -1,0 +1,627 @@
+//! The watchdog: one thread that owns the timing of every in-flight request.
+//!
+//! Each request reaches it as a `Weak<Inflight>` over a lock-free channel when it is queued.
+//! Every `--watchdog-tick` the watchdog
+//!
+//! 1. **decides**: under the lock of its in-flight list it reads each request's state and asks
+//!    the pure [`decide`](crate::runtime::decide::decide) what to do (refuse a request queued past
+//!    its deadline, cancel one running past its deadline or stall timeout or the drain's end,
+//!    abandon one cancelled past `--cancel-grace`, probe a client);
+//! 2. releases the lock and **acts**: each action starts with a compare-and-swap on the
+//!    request's state, answers 503/504 through the request's reply slot, fires its token, takes
+//!    a cancelled thread out of the pool's count and starts a stand-in;
+//! 3. follows the requests it cancelled (it holds them until their handler returns) to learn
+//!    whether the cancellation was honored;
+//! 4. tops the pool up if it is short (`Pool::heal`) and lets the offload threads grow if a
+//!    callback is stuck.
+//!
+//! It never waits on anything: no user code (the `on_cancel` callbacks of the requests it
+//! cancels, and its log records — a logger is user code too — go to the offload threads,
+//! `runtime::offload`), no blocking IO (the client probe is a zero-timeout `poll`), no lock
+//! held by anyone for longer than a copy (the admin endpoints snapshot the list and format
+//! without it).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+use crossbeam_channel::{Receiver, Sender};
+use log::{error, info, warn};
+use parking_lot::Mutex;
+
+use crate::runtime::clock;
+use crate::runtime::decide::{decide, Action, Params, View};
+use crate::runtime::inflight::Inflight;
+use crate::runtime::offload::Offload;
+use crate::runtime::pool::{Pool, SpawnReason};
+use crate::runtime::refusal::Refusal;
+use crate::runtime::routes::{RouteId, RouteTable};
+use crate::runtime::state::{Outcome, RequestState, TimeoutReason, WorkerId};
+
+/// How many recent timeouts `/timeouts` and the dashboard keep.
+pub(crate) const RECENT_TIMEOUTS: usize = 50;
+/// Clients are probed every this many ticks.
+const PROBE_EVERY_TICKS: u64 = 10;
+
+/// The watchdog's settings.
+#[derive(Clone, Debug)]
+pub(crate) struct WatchdogConfig {
+    /// `--watchdog-tick`: a 504 is late by at most this.
+    pub tick: Duration,
+    /// `--cancel-grace`.
+    pub grace: Duration,
+    /// `--max-abandoned`: past it, an error is logged (readiness fails elsewhere).
+    pub max_abandoned: usize,
+}
+
+/// A timeout, kept for `/timeouts` and the dashboard.
+#[derive(Clone, Debug)]
+pub(crate) struct TimeoutRecord {
+    pub at: SystemTime,
+    /// The request's server-unique number (its id may repeat: clients choose it).
+    pub uid: u64,
+    pub id: String,
+    pub method: String,
+    pub path: String,
+    pub route: String,
+    pub reason: TimeoutReason,
+    pub elapsed: f64,
+    pub deadline: f64,
+    pub stage: String,
+    pub thread: Option<WorkerId>,
+    pub outcome: Outcome,
+}
+
+/// Counts the watchdog owns, read at scrape time.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct WatchdogStats {
+    pub cancellations_honored_total: u64,
+    pub clients_gone_total: u64,
+    pub offload_threads: usize,
+    pub offload_dropped_logs: u64,
+}
+
+pub(crate) struct Watchdog {
+    config: WatchdogConfig,
+    routes: Arc<RouteTable>,
+    pool: Arc<Pool>,
+    offload: Offload,
+    register_tx: Sender<Weak<Inflight>>,
+    register_rx: Receiver<Weak<Inflight>>,
+    /// Every request from the moment it is queued until it is done. Weak references: the
+    /// connection, the queue and the worker own a request, so it is freed by one of them (the
+    /// connection, usually: the thread that allocated it, which keeps malloc on its fast path).
+    inflight: Mutex<Vec<Weak<Inflight>>>,
+    timeouts: Mutex<VecDeque<TimeoutRecord>>,
+    /// Timeouts by route and reason.
+    timeout_counts: Vec<[AtomicU64; 4]>,
+    honored_total: AtomicU64,
+    clients_gone_total: AtomicU64,
+    heartbeat_ns: AtomicU64,
+    /// During a drain: when what is still running gets cancelled (clock ns; 0: no drain).
+    drain_cancel_at_ns: AtomicU64,
+    stop: AtomicBool,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// What only the watchdog thread touches between ticks.
+#[derive(Default)]
+pub(crate) struct Sweep {
+    ticks: u64,
+    /// This tick's decisions, acted on once the list's lock is released.
+    actions: Vec<(Arc<Inflight>, Action)>,
+    /// Requests it cancelled, held until their handler returns (or the process ends).
+    watched: Vec<Arc<Inflight>>,
+}
+
+impl Watchdog {
+    /// A watchdog that does nothing until [`spawn`](Watchdog::spawn)ed (tests call
+    /// [`tick`](Watchdog::tick) themselves).
+    pub fn new(config: WatchdogConfig, routes: Arc<RouteTable>, pool: Arc<Pool>) -> std::io::Result<Arc<Watchdog>> {
+        let (register_tx, register_rx) = crossbeam_channel::unbounded();
+        let timeout_counts = (0..routes.len()).map(|_| Default::default()).collect();
+        Ok(Arc::new(Watchdog {
+            config,
+            routes,
+            pool,
+            offload: Offload::start()?,
+            register_tx,
+            register_rx,
+            inflight: Mutex::new(Vec::new()),
+            timeouts: Mutex::new(VecDeque::with_capacity(RECENT_TIMEOUTS)),
+            timeout_counts,
+            honored_total: AtomicU64::new(0),
+            clients_gone_total: AtomicU64::new(0),
+            heartbeat_ns: AtomicU64::new(clock::now_ns()),
+            drain_cancel_at_ns: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            thread: Mutex::new(None),
+        }))
+    }
+
+    /// Starts the watchdog thread.
+    pub fn spawn(self: &Arc<Self>) -> std::io::Result<()> {
+        let me = Arc::clone(self);
+        let handle = std::thread::Builder::new().name("vigil-watchdog".into()).spawn(move || me.run())?;
+        *self.thread.lock() = Some(handle);
+        Ok(())
+    }
+
+    /// Puts a queued request under watch. Lock-free.
+    pub fn register(&self, job: &Arc<Inflight>) {
+        let _ = self.register_tx.send(Arc::downgrade(job));
+    }
+
+    /// A drain began: queued requests are refused at once, and what still runs at
+    /// `cancel_at_ns` is cancelled.
+    pub fn begin_drain(&self, cancel_at_ns: u64) {
+        self.drain_cancel_at_ns.store(cancel_at_ns.max(1), Release);
+    }
+
+    /// Stops the thread after its current tick and waits for it.
+    pub fn stop(&self) {
+        self.stop.store(true, Release);
+        if let Some(h) = self.thread.lock().take() {
+            let _ = h.join();
+        }
+    }
+
+    /// How long ago the watchdog last ticked.
+    pub fn silent_for(&self) -> Duration {
+        Duration::from_nanos(clock::now_ns().saturating_sub(self.heartbeat_ns.load(Relaxed)))
+    }
+
+    pub fn tick_interval(&self) -> Duration {
+        self.config.tick
+    }
+
+    /// The requests under watch that are not done, for the admin endpoints (the list's lock is
+    /// held only for the copy).
+    pub fn requests(&self) -> Vec<Arc<Inflight>> {
+        let list = self.inflight.lock();
+        list.iter().filter_map(Weak::upgrade).filter(|r| r.state() != RequestState::Done).collect()
+    }
+
+    /// The recent timeouts, oldest first.
+    pub fn recent_timeouts(&self) -> Vec<TimeoutRecord> {
+        self.timeouts.lock().iter().cloned().collect()
+    }
+
+    /// Timeouts of `route` for `reason`.
+    pub fn timeouts(&self, route: RouteId, reason: TimeoutReason) -> u64 {
+        self.timeout_counts[route.index()][reason as usize].load(Relaxed)
+    }
+
+    /// Timeouts of every route and reason.
+    pub fn timeouts_total(&self) -> u64 {
+        self.timeout_counts.iter().flatten().map(|c| c.load(Relaxed)).sum()
+    }
+
+    pub fn stats(&self) -> WatchdogStats {
+        WatchdogStats {
+            cancellations_honored_total: self.honored_total.load(Relaxed),
+            clients_gone_total: self.clients_gone_total.load(Relaxed),
+            offload_threads: self.offload.threads(),
+            offload_dropped_logs: self.offload.dropped_logs(),
+        }
+    }
+
+    fn run(self: Arc<Self>) {
+        let mut sweep = Sweep::default();
+        while !self.stop.load(Acquire) {
+            self.tick(&mut sweep, clock::now_ns());
+            std::thread::sleep(self.config.tick);
+        }
+        self.log_unfinished_at_stop(&sweep);
+    }
+
+    /// One sweep: decide under the lock, then act, follow outcomes, heal the pool.
+    pub(crate) fn tick(&self, sweep: &mut Sweep, now: u64) {
+        self.heartbeat_ns.store(now, Relaxed);
+        let drain = self.drain_cancel_at_ns.load(Acquire);
+        let params = Params {
+            grace_ns: clock::ns(self.config.grace),
+            drain_cancel_at_ns: (drain != 0).then_some(drain),
+            probe_peers: sweep.ticks.is_multiple_of(PROBE_EVERY_TICKS),
+        };
+        sweep.ticks += 1;
+        {
+            let mut list = self.inflight.lock();
+            list.extend(self.register_rx.try_iter());
+            let actions = &mut sweep.actions;
+            list.retain(|w| {
+                // Gone (every owner dropped it) or done: forget it.
+                let Some(r) = w.upgrade() else { return false };
+                let v = view(&r);
+                if v.state == RequestState::Done {
+                    return false;
+                }
+                if let Some(a) = decide(&v, now, &params) {
+                    actions.push((r, a));
+                }
+                true
+            });
+        }
+        let draining = params.drain_cancel_at_ns.is_some();
+        for (r, action) in std::mem::take(&mut sweep.actions) {
+            match action {
+                Action::Refuse(reason) => self.refuse(&r, reason, now),
+                Action::Cancel(reason) => {
+                    if self.cancel(&r, reason, now, draining) {
+                        sweep.watched.push(r);
+                    }
+                }
+                Action::Abandon => self.abandon(&r, now, draining),
+                Action::ProbePeer => self.probe(&r),
+            }
+        }
+        self.follow_outcomes(sweep);
+        if !draining {
+            if let Err(e) = self.pool.heal() {
+                self.offload.log(move || {
+                    warn!(target: "vigil::pool", "the pool is short: a worker thread could not start: {e}; retrying every tick")
+                });
+            }
+        }
+        self.offload.check(now);
+    }
+
+    /// Answers a request 503 without running it (`Queued → Done`).
+    fn refuse(&self, r: &Inflight, reason: TimeoutReason, now: u64) {
+        if !r.transition(RequestState::Queued, RequestState::Done) {
+            return; // a worker took it just now
+        }
+        r.set_timeout_reason(reason);
+        self.count_timeout(r.route, reason);
+        let refusal = Refusal::for_timeout(reason, true);
+        r.answer(refusal.response());
+        let rec = self.record_timeout(r, reason, now, Outcome::NotRun);
+        self.offload.log(move || {
+            warn!(
+                target: "vigil::watchdog",
+                event = "timeout", id = rec.id.as_str(), method = rec.method.as_str(), path = rec.path.as_str(),
+                route = rec.route.as_str(), reason = rec.reason.label(), elapsed = rec.elapsed, deadline = rec.deadline,
+                stage = "", status = 503u16, outcome = "not_run";
+                "timeout id={} {} {} route={} reason={} elapsed={:.3}s deadline={:.3}s: {}; answered 503, handler never ran",
+                rec.id, rec.method, rec.path, rec.route, rec.reason.label(), rec.elapsed, rec.deadline, refusal.message(),
+            )
+        });
+    }
+
+    /// Cancels a running request (`Running → Cancelling`): answers 504, fires its token (its
+    /// callbacks go to the offload threads) and, outside a drain, takes its thread out of the
+    /// pool's count and starts a stand-in. Returns whether it cancelled it.
+    fn cancel(&self, r: &Inflight, reason: TimeoutReason, now: u64, draining: bool) -> bool {
+        if !r.transition(RequestState::Running, RequestState::Cancelling) {
+            return false; // the handler just returned
+        }
+        r.cancel_ns.store(now, Release);
+        r.set_timeout_reason(reason);
+        self.count_timeout(r.route, reason);
+        r.answer(Refusal::for_timeout(reason, false).response());
+        self.offload.run_callbacks(r.token.fire());
+        let rec = self.record_timeout(r, reason, now, Outcome::Pending);
+        self.offload.log(move || {
+            let thread = rec.thread.map(|t| t.to_string()).unwrap_or_default();
+            warn!(
+                target: "vigil::watchdog",
+                event = "timeout", id = rec.id.as_str(), method = rec.method.as_str(), path = rec.path.as_str(),
+                route = rec.route.as_str(), reason = rec.reason.label(), elapsed = rec.elapsed, deadline = rec.deadline,
+                stage = rec.stage.as_str(), thread = thread.as_str(), status = 504u16, outcome = "pending";
+                "timeout id={} {} {} route={} reason={} elapsed={:.3}s deadline={:.3}s stage={:?} thread={thread}: cancelling, answered 504 (outcome follows: honored or abandoned)",
+                rec.id, rec.method, rec.path, rec.route, rec.reason.label(), rec.elapsed, rec.deadline, rec.stage,
+            )
+        });
+        // The thread is lost to the pool until its handler returns, which may take the whole
+        // grace period or forever: a stand-in starts now, so a burst of hung requests does not
+        // leave the pool short for --cancel-grace. Not while draining: the pool is stopping.
+        if !draining && self.pool.detach(r) {
+            self.start_stand_in(r);
+        }
+        true
+    }
+
+    /// Gives up a cancelled request's thread (`Cancelling → Abandoned`).
+    fn abandon(&self, r: &Inflight, now: u64, draining: bool) {
+        let Some(detached_now) = self.pool.abandon(r) else {
+            return; // it honored the cancellation just now
+        };
+        // Usually the thread was detached and given a stand-in at the cancellation; after a
+        // drain's cancellation that happens now (but no stand-in: the pool is stopping).
+        if detached_now && !draining {
+            self.start_stand_in(r);
+        }
+        self.set_outcome(r.uid, Outcome::Abandoned);
+        let alive = self.pool.abandoned_alive();
+        let max = self.config.max_abandoned;
+        let (id, route, stage) =
+            (r.req.id().to_string(), self.routes.label(Some(r.route)).to_string(), r.stage_string());
+        let thread = r.worker.load(Relaxed).map(|t| t.to_string()).unwrap_or_default();
+        let replacement = r.replaced_by.load(Acquire).map_or_else(|| "none".to_string(), |w| w.to_string());
+        let after = clock::secs(now.saturating_sub(r.cancel_ns.load(Relaxed)));
+        self.offload.log(move || {
+            warn!(
+                target: "vigil::watchdog",
+                event = "timeout_outcome", outcome = "abandoned", id = id.as_str(), route = route.as_str(),
+                stage = stage.as_str(), thread = thread.as_str(), after_cancel = after,
+                replacement = replacement.as_str(), abandoned_alive = alive;
+                "abandoned thread {thread} stuck in id={id} route={route} stage={stage:?} for {after:.3}s past its cancellation (still running); replaced by {replacement}; abandoned threads alive: {alive}",
+            );
+            if alive > max {
+                error!(
+                    target: "vigil::watchdog",
+                    "abandoned threads alive ({alive}) exceed --max-abandoned ({max}): readiness now fails until some finish"
+                );
+            }
+        });
+    }
+
+    fn start_stand_in(&self, r: &Inflight) {
+        match self.pool.spawn_worker(SpawnReason::StandIn) {
+            Ok(id) => r.replaced_by.store(id, Release),
+            Err(e) => self.offload.log(
+                move || warn!(target: "vigil::pool", "a stand-in worker could not start: {e}; retrying every tick"),
+            ),
+        }
+    }
+
+    /// Fires the token of a running request whose client has gone away (like Go's request
+    /// context). Logged once per request.
+    fn probe(&self, r: &Inflight) {
+        let Some(peer) = &r.peer else { return };
+        if r.is_answered() || !peer.is_gone() {
+            return;
+        }
+        // Answered meanwhile? Then the connection may have closed its socket and the descriptor
+        // been reused: the probe said nothing about this request's client.
+        if r.is_answered() || !r.mark_client_gone() {
+            return;
+        }
+        self.clients_gone_total.fetch_add(1, Relaxed);
+        self.offload.run_callbacks(r.token.fire());
+        let (id, route) = (r.req.id().to_string(), self.routes.label(Some(r.route)).to_string());
+        self.offload.log(move || {
+            info!(
+                target: "vigil::watchdog",
+                event = "client_gone", id = id.as_str(), route = route.as_str();
+                "client of id={id} route={route} went away; cancelling its handler"
+            )
+        });
+    }
+
+    /// Learns what became of the requests it cancelled: honored (returned within the grace
+    /// period) is logged and counted here; a late return of an abandoned one was logged by its
+    /// worker.
+    fn follow_outcomes(&self, sweep: &mut Sweep) {
+        sweep.watched.retain(|r| {
+            if r.state() != RequestState::Done {
+                return true;
+            }
+            let Some((at, from, status)) = r.finished() else {
+                return true; // the worker records it in a moment
+            };
+            if from == RequestState::Cancelling {
+                self.honored_total.fetch_add(1, Relaxed);
+                self.set_outcome(r.uid, Outcome::Honored);
+                let after = clock::secs(at.saturating_sub(r.cancel_ns.load(Relaxed)));
+                let (id, route) = (r.req.id().to_string(), self.routes.label(Some(r.route)).to_string());
+                let thread = r.worker.load(Relaxed).map(|t| t.to_string()).unwrap_or_default();
+                self.offload.log(move || {
+                    info!(
+                        target: "vigil::watchdog",
+                        event = "timeout_outcome", outcome = "honored", id = id.as_str(), route = route.as_str(),
+                        thread = thread.as_str(), after_cancel = after, handler_status = status;
+                        "cancellation honored id={id} route={route} thread={thread}: handler returned {after:.3}s after its token fired",
+                    )
+                });
+            }
+            false
+        });
+    }
+
+    fn count_timeout(&self, route: RouteId, reason: TimeoutReason) {
+        self.timeout_counts[route.index()][reason as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Remembers a timeout for `/timeouts`; returns the record (for the log line).
+    fn record_timeout(&self, r: &Inflight, reason: TimeoutReason, now: u64, outcome: Outcome) -> TimeoutRecord {
+        let rec = TimeoutRecord {
+            at: SystemTime::now(),
+            uid: r.uid,
+            id: r.req.id().to_string(),
+            method: r.req.method().to_string(),
+            path: r.req.path().to_string(),
+            route: self.routes.label(Some(r.route)).to_string(),
+            reason,
+            elapsed: r.elapsed_secs(now),
+            deadline: r.deadline_secs(),
+            stage: r.stage_string(),
+            thread: r.worker.load(Relaxed),
+            outcome,
+        };
+        let mut q = self.timeouts.lock();
+        if q.len() == RECENT_TIMEOUTS {
+            q.pop_front();
+        }
+        q.push_back(rec.clone());
+        rec
+    }
+
+    fn set_outcome(&self, uid: u64, outcome: Outcome) {
+        if let Some(t) = self.timeouts.lock().iter_mut().rev().find(|t| t.uid == uid) {
+            t.outcome = outcome;
+        }
+    }
+
+    /// At shutdown, every timed-out handler still running gets its last word: no outcome line
+    /// would follow otherwise (the process exits with its thread). Logged here, not offloaded:
+    /// the watchdog has stopped, nothing waits on it.
+    fn log_unfinished_at_stop(&self, sweep: &Sweep) {
+        for r in &sweep.watched {
+            let st = r.state();
+            if st != RequestState::Cancelling && st != RequestState::Abandoned {
+                continue;
+            }
+            let thread = r.worker.load(Relaxed).map(|t| t.to_string()).unwrap_or_default();
+            let (stage, route) = (r.stage_string(), self.routes.label(Some(r.route)));
+            // An abandoned one already had its outcome line; a cancelling one gets it now.
+            let (event, why) = if st == RequestState::Abandoned {
+                ("abandoned_at_exit", "abandoned earlier")
+            } else {
+                ("timeout_outcome", "cancelled, still within its grace period")
+            };
+            warn!(
+                target: "vigil::watchdog",
+                event = event, outcome = "still_running_at_exit", id = r.req.id(), route = route,
+                stage = stage.as_str(), thread = thread.as_str();
+                "handler of id={} route={route} on {thread} still running at shutdown ({why}, stage={stage:?}); it ends with the process",
+                r.req.id(),
+            );
+        }
+    }
+}
+
+fn view(r: &Inflight) -> View {
+    View {
+        state: r.state(),
+        answered: r.is_answered(),
+        start_ns: r.start_ns,
+        deadline_ns: r.deadline_ns,
+        stall_deadline_ns: r.stall_ns().map(|s| r.last_progress_ns.load(Relaxed).saturating_add(s)),
+        cancel_ns: r.cancel_ns.load(Acquire),
+        has_peer: r.peer.is_some(),
+        client_gone: r.client_gone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::response::Response;
+    use crate::runtime::testing::{answer, eventually, Fixture, HOUR};
+    use std::sync::mpsc;
+
+    const GRACE: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn a_hung_request_gets_504_at_its_deadline_a_stand_in_at_once_and_is_abandoned_after_the_grace() {
+        let mut f = Fixture::new(2, HOUR, GRACE);
+        let (w1, w2) = (f.pool.adopt_test_worker(), f.pool.adopt_test_worker());
+        let (hung, hung_slot) = f.job();
+        let (fine, fine_slot) = f.job();
+        assert!(f.pool.begin(&hung, w1) && f.pool.begin(&fine, w2));
+        let at = f.past_deadline(&hung);
+        f.tick(at - 1);
+        assert_eq!(answer(&hung_slot), None, "nothing before the deadline");
+        assert_eq!(f.pool.complete(&fine, w2, Response::text("ok")), crate::runtime::pool::After::Serve);
+        assert_eq!(answer(&fine_slot), Some(200));
+        f.tick(at);
+        assert_eq!(answer(&hung_slot), Some(504));
+        let s = f.stats();
+        assert_eq!((s.live, s.detached, s.replaced_total), (2, 1, 1), "{s:?}");
+        assert!(hung.token.is_cancelled());
+        f.tick(at + clock::ns(GRACE) - 1);
+        assert_eq!(hung.state(), RequestState::Cancelling, "still within its grace period");
+        f.tick(at + clock::ns(GRACE));
+        assert_eq!(hung.state(), RequestState::Abandoned);
+        let s = f.stats();
+        assert_eq!((s.live, s.abandoned_alive, s.abandoned_total), (2, 1, 1), "{s:?}");
+        let t = &f.wd.recent_timeouts()[0];
+        assert_eq!((t.reason, t.outcome, t.route.as_str()), (TimeoutReason::Deadline, Outcome::Abandoned, "/t"));
+        assert_eq!(f.wd.timeouts(RouteId::new(0), TimeoutReason::Deadline), 1);
+    }
+
+    #[test]
+    fn a_blocking_on_cancel_callback_delays_no_other_requests_504_or_callback() {
+        let mut f = Fixture::new(2, HOUR, GRACE);
+        let (w1, w2) = (f.pool.adopt_test_worker(), f.pool.adopt_test_worker());
+        let (a, a_slot) = f.job();
+        std::thread::sleep(Duration::from_millis(2));
+        let (b, b_slot) = f.job();
+        assert!(f.pool.begin(&a, w1) && f.pool.begin(&b, w2));
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let (a_started_tx, a_started_rx) = mpsc::channel();
+        assert!(a
+            .token
+            .on_cancel(Box::new(move || {
+                a_started_tx.send(()).unwrap();
+                let _ = release_rx.recv_timeout(Duration::from_secs(10)); // a callback that blocks 10 s
+            }))
+            .is_none());
+        let (b_ran_tx, b_ran_rx) = mpsc::channel();
+        assert!(b.token.on_cancel(Box::new(move || b_ran_tx.send(()).unwrap())).is_none());
+
+        // A's deadline: answered at once; its callback runs (and blocks) elsewhere.
+        f.tick(f.past_deadline(&a));
+        assert_eq!(answer(&a_slot), Some(504));
+        a_started_rx.recv_timeout(Duration::from_secs(10)).expect("A's callback started");
+        // B's deadline, with A's callback still blocked: B is answered in that very sweep.
+        let b_at = f.past_deadline(&b);
+        f.tick(b_at);
+        assert_eq!(answer(&b_slot), Some(504), "B's 504 does not wait for A's callback");
+        // And B's own callback gets a second offload thread once A's has been stuck a while.
+        let mut now = b_at;
+        let ran = eventually(Duration::from_secs(10), || {
+            now += clock::ns(crate::runtime::offload::STUCK);
+            f.tick(now);
+            b_ran_rx.try_recv().is_ok()
+        });
+        assert!(ran, "B's callback ran while A's was still blocked");
+        assert!(f.wd.stats().offload_threads >= 2);
+        release_tx.send(()).unwrap();
+    }
+
+    #[test]
+    fn a_stalled_request_is_cut_by_its_stall_timeout_but_progress_keeps_it_alive() {
+        let mut f = Fixture::new(1, HOUR, GRACE);
+        let w = f.pool.adopt_test_worker();
+        // A route with a stall timeout: built by hand (the fixture's route has none).
+        let route = crate::runtime::routes::RouteInfo {
+            method: "GET".into(),
+            pattern: "/t".into(),
+            timeout: HOUR,
+            stall: Some(Duration::from_secs(1)),
+        };
+        let slot = crate::runtime::reply::ReplySlot::new();
+        let start = clock::now_ns();
+        let job = Arc::new(Inflight::new(
+            crate::runtime::inflight::Arrival {
+                req: crate::http::request::Request::builder("GET", "/t").build(),
+                route: RouteId::new(0),
+                uid: 99,
+                seq: 0,
+                start_ns: start,
+                reply: Some(Arc::clone(&slot)),
+                peer: None,
+            },
+            &route,
+        ));
+        f.wd.register(&job);
+        assert!(f.pool.begin(&job, w));
+        let s = clock::ns(Duration::from_secs(1));
+        job.last_progress_ns.store(start + s / 2, Relaxed); // progress half-way
+        f.tick(start + s);
+        assert_eq!(answer(&slot), None, "progress moved the stall deadline");
+        f.tick(start + s / 2 + s);
+        assert_eq!(answer(&slot), Some(504));
+        assert_eq!(f.wd.recent_timeouts()[0].reason, TimeoutReason::Stall);
+    }
+
+    #[test]
+    fn the_timeout_log_keeps_the_most_recent_and_finds_outcomes_by_server_unique_number() {
+        let mut f = Fixture::new(1, Duration::from_millis(1), GRACE);
+        let w = f.pool.adopt_test_worker();
+        let mut jobs = Vec::new();
+        for _ in 0..RECENT_TIMEOUTS + 3 {
+            jobs.push(f.job());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+        f.tick(clock::now_ns()); // all of them expire in the queue
+        let log = f.wd.recent_timeouts();
+        assert_eq!(log.len(), RECENT_TIMEOUTS);
+        assert_eq!(log.last().unwrap().uid, jobs.last().unwrap().0.uid);
+        assert!(log.iter().all(|t| t.outcome == Outcome::NotRun && t.reason == TimeoutReason::Queue));
+        assert!(!f.pool.begin(&jobs[0].0, w));
+    }
+}

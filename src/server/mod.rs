@@ -1,0 +1,260 @@
+//! The server: binding, starting the components in order, the lifecycle thread that runs the
+//! drain, and the handles an embedding app holds.
+//!
+//! Inside: [`shared`] (what every part of a server shares), [`lifecycle`] (running, draining,
+//! stopped), [`listener`] (the accept coroutine) and [`conn`] (one coroutine per connection).
+
+pub(crate) mod conn;
+pub(crate) mod lifecycle;
+pub(crate) mod listener;
+pub(crate) mod shared;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::*;
+use std::sync::{Arc, Once};
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+
+use crate::app::App;
+use crate::http::parse::Limits;
+use crate::logging::OncePerSecond;
+use crate::metrics::Metrics;
+use crate::runtime::clock;
+use crate::runtime::pool::{Pool, PoolConfig};
+use crate::runtime::watchdog::{Watchdog, WatchdogConfig};
+use crate::settings::Settings;
+use lifecycle::Lifecycle;
+use shared::{Connections, RequestIds, Shared};
+
+/// The server. [`Server::start`] binds and returns a [`ServerHandle`]; [`Server::serve`] also
+/// installs the Ctrl-C / SIGTERM handler and blocks until the drain is over.
+///
+/// ```no_run
+/// use vigil::{App, Response, Server, Settings};
+/// let app = App::new().get("/", |_req, _ctx| Response::text("hello"));
+/// Server::serve(Settings::default(), app).unwrap(); // until Ctrl-C
+/// ```
+pub struct Server;
+
+/// A running server: its addresses, and the way to stop it.
+///
+/// ```
+/// use vigil::{App, Response, Server, Settings};
+/// let app = App::new().get("/", |_req, _ctx| Response::text("hello"));
+/// let settings = Settings::default().bind("127.0.0.1:0".parse().unwrap()).admin_bind(None);
+/// let server = Server::start(settings, app).unwrap();
+/// assert_ne!(server.local_addr().port(), 0);
+/// server.stop(); // drain and wait
+/// ```
+pub struct ServerHandle {
+    addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    shared: Arc<Shared>,
+}
+
+fn configure_runtime() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        // may counts the stack size in words: 0x1000 is 32 KiB on 64-bit targets, may's own
+        // default. Connection coroutines keep their buffers on the heap; about 8 KiB of the
+        // stack is ever touched (BENCHMARKS.md, finding 6), so an idle connection costs that in
+        // RSS whatever the size, and the spare room guards the logging and formatting paths.
+        may::config().set_workers(workers).set_stack_size(0x1000);
+    });
+}
+
+impl Server {
+    /// Binds the listeners, starts the worker pool, the watchdog, the lifecycle thread, the
+    /// accept coroutine and the admin listener, and returns at once.
+    pub fn start(settings: Settings, app: App) -> io::Result<ServerHandle> {
+        settings.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        for w in settings.warnings() {
+            warn!("{w}");
+        }
+        configure_runtime();
+        let routes = Arc::new(app.route_table(settings.timeout));
+        let app = Arc::new(app);
+        let limits = Limits {
+            request_line: settings.limit_request_line,
+            fields: settings.limit_request_fields,
+            field_size: settings.limit_request_field_size,
+            head_bytes: settings.limit_request_head,
+            max_body: settings.max_body,
+        };
+        let listener = may::net::TcpListener::bind(settings.bind)?;
+        let addr = listener.local_addr()?;
+        let admin = settings.admin_bind.map(std::net::TcpListener::bind).transpose()?;
+        let admin_addr = admin.as_ref().map(|l| l.local_addr()).transpose()?;
+
+        let pool = Pool::new(
+            PoolConfig {
+                threads: settings.threads,
+                backlog: settings.effective_backlog(),
+                max_requests: settings.max_requests,
+                max_requests_jitter: settings.max_requests_jitter,
+            },
+            Arc::clone(&app) as Arc<dyn crate::runtime::pool::Runner>,
+            Arc::clone(&routes),
+        );
+        let watchdog = Watchdog::new(
+            WatchdogConfig {
+                tick: settings.watchdog_tick,
+                grace: settings.cancel_grace,
+                max_abandoned: settings.effective_max_abandoned(),
+            },
+            Arc::clone(&routes),
+            Arc::clone(&pool),
+        )?;
+        let shared = Arc::new(Shared {
+            limits,
+            metrics: Metrics::new(&routes, settings.timeout),
+            app,
+            routes,
+            pool,
+            watchdog,
+            lifecycle: Lifecycle::new(),
+            conns: Connections::default(),
+            ids: RequestIds::new(u64::from(addr.port())),
+            queue_full_log: OncePerSecond::new(),
+            settings,
+        });
+        shared.pool.start()?;
+        shared.watchdog.spawn()?;
+        let supervisor = Arc::clone(&shared);
+        std::thread::Builder::new().name("vigil-lifecycle".into()).spawn(move || {
+            supervisor.lifecycle.wait_for_request();
+            drain(&supervisor, addr);
+        })?;
+        let s = &shared.settings;
+        info!(
+            "vigil started: {} worker threads, queue {}, timeout {:?}, cancel grace {:?}, watchdog tick {:?}",
+            s.threads,
+            s.effective_backlog(),
+            s.timeout,
+            s.cancel_grace,
+            s.watchdog_tick
+        );
+        if let Some(l) = admin {
+            crate::admin::spawn(l, Arc::clone(&shared))?;
+        }
+        listener::spawn(listener, Arc::clone(&shared))?;
+        Ok(ServerHandle { addr, admin_addr, shared })
+    }
+
+    /// Starts the server, prints `listening on http://ADDR` (and `admin on http://ADDR`) to
+    /// stdout, and blocks until a Ctrl-C / SIGTERM (or Windows console close) drain completes.
+    /// A second signal exits at once.
+    pub fn serve(settings: Settings, app: App) -> io::Result<()> {
+        let server = Server::start(settings, app)?;
+        server.print_addresses();
+        let trigger = server.trigger();
+        let hits = std::sync::atomic::AtomicUsize::new(0);
+        ctrlc::set_handler(move || {
+            if hits.fetch_add(1, SeqCst) == 0 {
+                trigger.shutdown();
+            } else {
+                eprintln!("vigil: second signal, exiting now");
+                std::process::exit(1);
+            }
+        })
+        .map_err(io::Error::other)?;
+        let close = server.trigger();
+        crate::platform::drain_on_console_close(move || close.shutdown())?;
+        server.wait();
+        Ok(())
+    }
+}
+
+/// A cloneable way to start a drain (e.g. from a signal handler).
+#[derive(Clone)]
+pub struct ShutdownTrigger {
+    shared: Arc<Shared>,
+}
+
+impl ShutdownTrigger {
+    /// Begins a graceful drain (idempotent). Returns at once: the drain runs on the server's
+    /// lifecycle thread, started with the server, so this allocates nothing and starts no
+    /// thread (it works at the process's thread limit and from a signal handler's thread).
+    pub fn shutdown(&self) {
+        self.shared.lifecycle.request_drain();
+    }
+}
+
+/// The drain, on the lifecycle thread: readiness fails and the listener closes at once;
+/// requests in flight get up to `--graceful-timeout` (the watchdog cancels what is left), then
+/// the workers and the watchdog stop.
+fn drain(shared: &Shared, addr: SocketAddr) {
+    if !shared.lifecycle.begin_drain() {
+        return;
+    }
+    let grace = shared.settings.graceful_timeout;
+    info!("shutting down: no new connections; in-flight requests get up to {:?} (--graceful-timeout)", grace);
+    shared.watchdog.begin_drain(clock::now_ns().saturating_add(clock::ns(grace)));
+    // Wake the accept coroutine so it sees the drain.
+    let _ = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200));
+    let hard_stop = Instant::now() + grace + Duration::from_secs(2);
+    while shared.conns.active.load(Acquire) > 0 && Instant::now() < hard_stop {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    shared.pool.stop();
+    shared.watchdog.stop();
+    info!("drain complete");
+    shared.lifecycle.mark_stopped();
+}
+
+impl ServerHandle {
+    /// The public listener's bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The admin listener's bound address, if enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// Prints the bound addresses to stdout, one per line (tests and scripts read them).
+    pub fn print_addresses(&self) {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "listening on http://{}", self.addr);
+        if let Some(a) = self.admin_addr {
+            let _ = writeln!(out, "admin on http://{a}");
+        }
+        let _ = out.flush();
+    }
+
+    /// A handle that can start the drain from elsewhere (another thread, a signal handler).
+    pub fn trigger(&self) -> ShutdownTrigger {
+        ShutdownTrigger { shared: Arc::clone(&self.shared) }
+    }
+
+    /// Begins a graceful drain and returns at once.
+    pub fn shutdown(&self) {
+        self.trigger().shutdown();
+    }
+
+    /// Blocks until the server has drained (after [`shutdown`](ServerHandle::shutdown) or a signal).
+    pub fn wait(self) {
+        self.shared.lifecycle.wait_stopped();
+    }
+
+    /// Drains and waits: [`shutdown`](ServerHandle::shutdown) then [`wait`](ServerHandle::wait).
+    pub fn stop(self) {
+        self.shutdown();
+        self.wait();
+    }
+
+    /// Responses sent so far with `status` (all routes).
+    pub fn responses_with_status(&self, status: u16) -> u64 {
+        self.shared.metrics.status_count(status)
+    }
+
+    /// The Prometheus text exposition, as `/metrics` on the admin listener serves it.
+    pub fn metrics_text(&self) -> String {
+        self.shared.metrics.render(&self.shared.snapshot())
+    }
+}

@@ -1,0 +1,125 @@
+//! What a server's connections, listener, lifecycle thread and admin endpoints share: the
+//! components, each owning its own state (the pool its threads and counts, the watchdog its
+//! in-flight list and timeout log, the lifecycle its phase), plus the few counts that belong to
+//! the server itself (connections, requests being served, request ids).
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::app::App;
+use crate::http::parse::Limits;
+use crate::logging::OncePerSecond;
+use crate::metrics::{Metrics, Snapshot};
+use crate::runtime::pool::Pool;
+use crate::runtime::routes::RouteTable;
+use crate::runtime::state::TimeoutReason;
+use crate::runtime::watchdog::Watchdog;
+use crate::server::lifecycle::Lifecycle;
+use crate::settings::Settings;
+
+pub(crate) struct Shared {
+    pub settings: Settings,
+    /// Parser limits derived from the settings.
+    pub limits: Limits,
+    pub app: Arc<App>,
+    pub routes: Arc<RouteTable>,
+    pub pool: Arc<Pool>,
+    pub watchdog: Arc<Watchdog>,
+    pub lifecycle: Lifecycle,
+    pub metrics: Metrics,
+    pub conns: Connections,
+    pub ids: RequestIds,
+    /// Keeps the "queue full" warning to one line per second under overload.
+    pub queue_full_log: OncePerSecond,
+}
+
+/// The server's own counts of connections and of requests being served.
+#[derive(Default)]
+pub(crate) struct Connections {
+    /// Open client connections (refused ones included while their 503 is written).
+    pub open: AtomicUsize,
+    /// Requests read whose response has not been written yet: what a drain waits for.
+    pub active: AtomicUsize,
+}
+
+/// Request ids: `<process prefix>-<counter>`, and the counter alone as the server-unique number.
+pub(crate) struct RequestIds {
+    prefix: String,
+    next: AtomicU64,
+}
+
+impl RequestIds {
+    pub fn new(seed: u64) -> Self {
+        let prefix = format!("{:08x}", (clock_seed() ^ seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32);
+        RequestIds { prefix, next: AtomicU64::new(1) }
+    }
+
+    /// The next server-unique number.
+    pub fn next_uid(&self) -> u64 {
+        self.next.fetch_add(1, Relaxed)
+    }
+
+    /// The generated id for number `uid`.
+    pub fn render(&self, uid: u64) -> Box<str> {
+        let mut s = String::with_capacity(self.prefix.len() + 12);
+        s.push_str(&self.prefix);
+        s.push('-');
+        s.push_str(itoa::Buffer::new().format(uid));
+        s.into_boxed_str()
+    }
+}
+
+fn clock_seed() -> u64 {
+    crate::runtime::clock::now_ns() ^ u64::from(std::process::id())
+}
+
+impl Shared {
+    /// Readiness: `Err(reason)` while draining, with too many abandoned threads, or while the
+    /// pool is short of `--threads` workers (a failed spawn, retried every tick).
+    pub fn ready(&self) -> Result<(), String> {
+        if self.lifecycle.is_draining() {
+            return Err("draining: shutting down".into());
+        }
+        let alive = self.pool.abandoned_alive();
+        let max = self.settings.effective_max_abandoned();
+        if alive > max {
+            return Err(format!("abandoned threads alive ({alive}) exceed --max-abandoned ({max})"));
+        }
+        let (live, target) = (self.pool.live(), self.pool.target());
+        if live < target {
+            return Err(format!("worker threads short: {live} of {target} live (starting more)"));
+        }
+        Ok(())
+    }
+
+    /// Liveness: the watchdog ticked recently.
+    pub fn live(&self) -> Result<(), String> {
+        let age = self.watchdog.silent_for();
+        let limit = (self.watchdog.tick_interval() * 100).max(Duration::from_secs(2));
+        if age > limit {
+            Err(format!("watchdog silent for {:.1}s", age.as_secs_f64()))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The components' counts, for one metrics scrape.
+    pub fn snapshot(&self) -> Snapshot {
+        let watchdog = self.watchdog.stats();
+        let timeouts = self
+            .routes
+            .iter()
+            .flat_map(|(id, _)| TimeoutReason::ALL.iter().map(move |&r| (id, r)))
+            .map(|(id, r)| (id, r, self.watchdog.timeouts(id, r)))
+            .collect();
+        Snapshot {
+            pool: self.pool.stats(),
+            log_records_dropped: crate::logging::dropped_records() + watchdog.offload_dropped_logs,
+            watchdog,
+            timeouts,
+            connections_open: self.conns.open.load(Relaxed),
+            requests_in_flight: self.conns.active.load(Relaxed),
+        }
+    }
+}
