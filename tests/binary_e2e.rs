@@ -30,12 +30,12 @@ fn hung_spin_gets_504_at_deadline_while_neighbours_succeed_and_pool_is_restored(
 
     // A stand-in worker started at the 504 (it counts as a replacement at once); after the
     // grace period the spinning thread is abandoned for good.
-    assert_eq!(metric(srv.admin, "vigil_threads_replaced_total"), 1.0);
-    assert!(wait_for(Duration::from_secs(5), || metric(srv.admin, "vigil_threads_abandoned_total") >= 1.0));
+    assert_eq!(metric(srv.admin(), "vigil_threads_replaced_total"), 1.0);
+    assert!(wait_for(Duration::from_secs(5), || metric(srv.admin(), "vigil_threads_abandoned_total") >= 1.0));
     eprintln!("spinning thread abandoned (grace over) {:?} after the burst started", t0.elapsed());
-    assert_eq!(metric(srv.admin, "vigil_threads_abandoned_total"), 1.0);
-    assert_eq!(metric(srv.admin, "vigil_threads_abandoned_alive"), 1.0);
-    assert_eq!(metric(srv.admin, "vigil_worker_threads"), 4.0);
+    assert_eq!(metric(srv.admin(), "vigil_threads_abandoned_total"), 1.0);
+    assert_eq!(metric(srv.admin(), "vigil_threads_abandoned_alive"), 1.0);
+    assert_eq!(metric(srv.admin(), "vigil_worker_threads"), 4.0);
 
     // Four concurrent 0.8 s requests run in parallel: the pool is back to four threads.
     let t = Instant::now();
@@ -58,10 +58,10 @@ fn cooperative_spin_gets_504_and_no_thread_is_abandoned() {
     let (r, d) = timed_get(srv.addr, "/cooperative-spin");
     assert_eq!(r.status, 504);
     assert!(d < Duration::from_millis(2000), "{d:?}");
-    assert!(wait_for(Duration::from_secs(3), || metric(srv.admin, "vigil_cancellations_honored_total") >= 1.0));
-    assert_eq!(metric(srv.admin, "vigil_threads_abandoned_total"), 0.0);
+    assert!(wait_for(Duration::from_secs(3), || metric(srv.admin(), "vigil_cancellations_honored_total") >= 1.0));
+    assert_eq!(metric(srv.admin(), "vigil_threads_abandoned_total"), 0.0);
     // The stand-in started at the cancellation or the honoring thread leaves: two again.
-    assert!(wait_for(Duration::from_secs(3), || metric(srv.admin, "vigil_worker_threads") == 2.0));
+    assert!(wait_for(Duration::from_secs(3), || metric(srv.admin(), "vigil_worker_threads") == 2.0));
 }
 
 /// Live `vigil-worker-N` threads of a process, from their names under /proc.
@@ -96,7 +96,7 @@ fn cancelled_thread_gets_a_stand_in_at_once_and_leaves_when_its_handler_returns(
         wait_for(Duration::from_secs(2), || worker_threads_of(pid) == 3),
         "no stand-in beside the cancelled thread"
     );
-    assert_eq!(metric(srv.admin, "vigil_worker_threads"), 2.0, "the cancelled thread is not counted");
+    assert_eq!(metric(srv.admin(), "vigil_worker_threads"), 2.0, "the cancelled thread is not counted");
     // Both workers serve while the cancelled handler still runs.
     let both: Vec<_> = (0..2).map(|_| std::thread::spawn(move || timed_get(srv.addr, "/sleep?ms=300"))).collect();
     for h in both {
@@ -104,10 +104,10 @@ fn cancelled_thread_gets_a_stand_in_at_once_and_leaves_when_its_handler_returns(
         assert_eq!(r.status, 200);
         assert!(d < Duration::from_millis(590), "ran one after the other: {d:?}");
     }
-    assert!(wait_for(Duration::from_secs(5), || metric(srv.admin, "vigil_cancellations_honored_total") == 1.0));
+    assert!(wait_for(Duration::from_secs(5), || metric(srv.admin(), "vigil_cancellations_honored_total") == 1.0));
     assert!(wait_for(Duration::from_secs(3), || worker_threads_of(pid) == 2), "the honoring thread stayed");
-    assert_eq!(metric(srv.admin, "vigil_worker_threads"), 2.0);
-    assert_eq!(metric(srv.admin, "vigil_threads_abandoned_total"), 0.0);
+    assert_eq!(metric(srv.admin(), "vigil_worker_threads"), 2.0);
+    assert_eq!(metric(srv.admin(), "vigil_threads_abandoned_total"), 0.0);
 }
 
 #[test]
@@ -126,7 +126,7 @@ fn report_that_stops_reporting_is_cut_by_its_stall_timeout() {
     // Pauses at 3 s, stall timeout 1 s: cut at about 4 s, well before the 6 s it would take.
     assert!(d < Duration::from_millis(5500), "{d:?}");
     assert!(wait_for(Duration::from_secs(2), || {
-        get(srv.admin, "/metrics").text().contains("vigil_request_timeouts_total{route=\"/report\",reason=\"stall\"} 1")
+        metric(srv.admin(), "vigil_request_timeouts_total{route=\"/report\",reason=\"stall\"}") == 1.0
     }));
     let logs = srv.logs().join("\n");
     assert!(logs.contains("paused"), "stage not logged:\n{logs}");
@@ -137,15 +137,15 @@ fn panic_is_500_and_the_thread_survives() {
     let srv = ServerProc::start(&["--threads", "1"]);
     assert_eq!(get(srv.addr, "/panic").status, 500);
     assert_eq!(get(srv.addr, "/").text(), "hello");
-    assert_eq!(metric(srv.admin, "vigil_worker_threads"), 1.0);
-    assert_eq!(metric(srv.admin, "vigil_handler_panics_total"), 1.0);
+    assert_eq!(metric(srv.admin(), "vigil_worker_threads"), 1.0);
+    assert_eq!(metric(srv.admin(), "vigil_handler_panics_total"), 1.0);
 }
 
 #[test]
 fn full_queue_answers_503_without_running_the_handler() {
     let srv = ServerProc::start(&["--threads", "1", "--backlog", "1"]);
     let addr = srv.addr;
-    let admin = srv.admin;
+    let admin = srv.admin();
     let busy = thread::spawn(move || get(addr, "/block?ms=1500"));
     assert!(wait_for(Duration::from_secs(5), || metric(admin, "vigil_worker_threads_busy") == 1.0));
     let queued = thread::spawn(move || get(addr, "/block?ms=10"));
@@ -155,7 +155,7 @@ fn full_queue_answers_503_without_running_the_handler() {
     assert_eq!(r.header("retry-after"), Some("1"));
     assert_eq!(busy.join().unwrap().status, 200);
     assert_eq!(queued.join().unwrap().status, 200);
-    assert!(get(srv.admin, "/metrics").text().contains("vigil_rejected_total{reason=\"queue_full\"} 1"));
+    assert_eq!(metric(srv.admin(), "vigil_rejected_total{reason=\"queue_full\"}"), 1.0);
 }
 
 #[cfg(unix)]
@@ -163,7 +163,7 @@ fn full_queue_answers_503_without_running_the_handler() {
 fn sigterm_lets_the_running_request_finish_and_exits_0() {
     let mut srv = ServerProc::start(&["--threads", "2", "--graceful-timeout", "10"]);
     let addr = srv.addr;
-    let admin = srv.admin;
+    let admin = srv.admin();
     let req = thread::spawn(move || get(addr, "/sleep?ms=1500"));
     assert!(wait_for(Duration::from_secs(5), || metric(admin, "vigil_worker_threads_busy") == 1.0));
     srv.terminate();
@@ -177,7 +177,7 @@ fn sigterm_lets_the_running_request_finish_and_exits_0() {
 fn drain_past_graceful_timeout_cancels_what_is_left_with_504() {
     let mut srv = ServerProc::start(&["--threads", "2", "--graceful-timeout", "1", "--timeout", "30"]);
     let addr = srv.addr;
-    let admin = srv.admin;
+    let admin = srv.admin();
     let req = thread::spawn(move || timed_get(addr, "/sleep?ms=10000"));
     assert!(wait_for(Duration::from_secs(5), || metric(admin, "vigil_worker_threads_busy") == 1.0));
     srv.terminate();

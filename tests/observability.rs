@@ -82,7 +82,7 @@ fn metrics_parse_with_the_prometheus_python_parser_and_every_family_has_its_type
     assert_eq!(get(srv.addr, "/").status, 200);
     assert_eq!(get(srv.addr, "/nope").status, 404);
     assert_eq!(get(srv.addr, "/cooperative-spin").status, 504);
-    let resp = get(srv.admin, "/metrics");
+    let resp = get(srv.admin(), "/metrics");
     assert_eq!(resp.status, 200);
     assert_eq!(resp.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
     let text = resp.text();
@@ -126,9 +126,40 @@ fn metrics_parse_with_the_prometheus_python_parser_and_every_family_has_its_type
     assert!(text.contains("vigil_request_duration_seconds_bucket{route=\"/\",le=\"1\"} 1\n"), "{text}");
 }
 
+#[test]
+fn metric_reader_matches_labels_in_any_order_sums_what_it_selects_and_rejects_unknown_names() {
+    // The shape prometheus-client writes (see the test above), with a label value that needs
+    // escaping.
+    let text = "# HELP vigil_requests_total Responses sent, by route and status.\n\
+        # TYPE vigil_requests_total counter\n\
+        vigil_requests_total{route=\"/a\",status=\"200\"} 3\n\
+        vigil_requests_total{route=\"/b, \\\"q\\\" }\",status=\"200\"} 4\n\
+        vigil_requests_total{route=\"/a\",status=\"504\"} 1\n\
+        # TYPE vigil_rejected_total counter\n\
+        # TYPE vigil_queue_wait_seconds histogram\n\
+        vigil_queue_wait_seconds_bucket{le=\"+Inf\"} 2\n\
+        vigil_queue_wait_seconds_sum 0.25\n\
+        vigil_queue_wait_seconds_count 2\n\
+        # TYPE vigil_worker_threads gauge\n\
+        vigil_worker_threads 4\n";
+    assert_eq!(metric_in(text, "vigil_worker_threads"), 4.0);
+    assert_eq!(metric_in(text, "vigil_requests_total{status=\"200\",route=\"/a\"}"), 3.0);
+    assert_eq!(metric_in(text, "vigil_requests_total{route=\"/b, \\\"q\\\" }\"}"), 4.0);
+    assert_eq!(metric_in(text, "vigil_requests_total{status=\"200\"}"), 7.0);
+    assert_eq!(metric_in(text, "vigil_requests_total"), 8.0);
+    assert_eq!(metric_in(text, "vigil_queue_wait_seconds_count"), 2.0);
+    assert_eq!(metric_in(text, "vigil_queue_wait_seconds_sum"), 0.25);
+    // Exposed, but no sample yet: a counter that was never incremented.
+    assert_eq!(metric_in(text, "vigil_rejected_total{reason=\"queue_full\"}"), 0.0);
+    assert_eq!(metric_in(text, "vigil_requests_total{status=\"404\"}"), 0.0);
+    // Not exposed at all: a typo must not read as zero.
+    assert!(std::panic::catch_unwind(|| metric_in(text, "vigil_worker_thread")).is_err());
+    assert!(std::panic::catch_unwind(|| metric_in(text, "vigil_rejected")).is_err());
+}
+
 /// GETs `path` on the admin listener and parses the JSON body.
 fn admin_json(srv: &ServerProc, path: &str) -> Value {
-    let r = get(srv.admin, path);
+    let r = get(srv.admin(), path);
     assert_eq!(r.status, 200, "{path}: {}", r.text());
     assert_eq!(r.header("content-type"), Some("application/json"));
     serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{path}: {e}: {}", r.text()))
@@ -137,12 +168,6 @@ fn admin_json(srv: &ServerProc, path: &str) -> Value {
 /// The /requests row of request `id`, if listed.
 fn request_row(srv: &ServerProc, id: &str) -> Option<Value> {
     admin_json(srv, "/requests").as_array().unwrap().iter().find(|r| r["id"] == id).cloned()
-}
-
-/// Sends `GET path` with `X-Request-Id: id` on a background thread.
-fn spawn_get_with_id(addr: std::net::SocketAddr, path: &str, id: &str) -> thread::JoinHandle<std::io::Result<Resp>> {
-    let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\nX-Request-Id: {id}\r\nConnection: close\r\n\r\n");
-    thread::spawn(move || raw(addr, req.as_bytes()))
 }
 
 #[test]
@@ -218,35 +243,21 @@ fn status_and_dashboard_endpoints_answer_and_unknown_paths_list_the_endpoints() 
     assert_eq!(s["pool"]["configured"], 3);
     assert_eq!(s["pool"]["abandoned_alive"], 0);
     assert!(s["requests"].is_array() && s["timeouts"].is_array(), "{s}");
-    let page = get(srv.admin, "/");
+    let page = get(srv.admin(), "/");
     assert_eq!(page.status, 200);
     assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
     assert!(page.text().contains("<title>vigil dashboard</title>"));
     assert!(!page.text().contains("http://") && !page.text().contains("https://"), "no external assets");
-    let r = get(srv.admin, "/nope");
+    let r = get(srv.admin(), "/nope");
     assert_eq!(r.status, 404);
     assert!(r.text().contains("/metrics") && r.text().contains("/requests"), "{}", r.text());
-}
-
-/// Waits until a log line satisfies `f`; returns it (logs arrive asynchronously on stderr).
-fn wait_log(srv: &ServerProc, seen: &mut Vec<String>, limit: Duration, f: impl Fn(&str) -> bool) -> Option<String> {
-    let end = Instant::now() + limit;
-    loop {
-        seen.extend(srv.logs());
-        if let Some(l) = seen.iter().find(|l| f(l)) {
-            return Some(l.clone());
-        }
-        if Instant::now() >= end {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
 fn json_log_lines_parse_and_a_timeout_carries_its_fields_and_one_outcome() {
     // A generous grace period: the handler honors cancellation however slow the machine is.
-    let srv = ServerProc::start(&["--log-format", "json", "--threads", "2", "--timeout", "1", "--cancel-grace", "3"]);
+    let mut srv =
+        ServerProc::start(&["--log-format", "json", "--threads", "2", "--timeout", "1", "--cancel-grace", "3"]);
     let r = raw(
         srv.addr,
         b"GET /cooperative-spin HTTP/1.1\r\nHost: t\r\nX-Request-Id: obs-json-1\r\nConnection: close\r\n\r\n",
@@ -254,12 +265,14 @@ fn json_log_lines_parse_and_a_timeout_carries_its_fields_and_one_outcome() {
     .unwrap();
     assert_eq!(r.status, 504);
     let mut seen = Vec::new();
-    let outcome = wait_log(&srv, &mut seen, Duration::from_secs(5), |l| {
-        l.contains("\"timeout_outcome\"") && l.contains("obs-json-1")
-    });
+    let outcome = srv
+        .wait_log(&mut seen, Duration::from_secs(5), |l| l.contains("\"timeout_outcome\"") && l.contains("obs-json-1"));
     assert!(outcome.is_some(), "no outcome line:\n{}", seen.join("\n"));
-    thread::sleep(Duration::from_millis(100));
-    seen.extend(srv.logs());
+    // Every line the server will ever write: stop it and read stderr to its end (the drain's own
+    // lines are JSON too, and checked with the rest).
+    srv.terminate();
+    assert_eq!(srv.wait_exit(Duration::from_secs(10)), Some(0));
+    seen.extend(srv.logs_to_end(Duration::from_secs(5)));
     let lines: Vec<Value> = seen
         .iter()
         .filter(|l| !l.trim().is_empty())
@@ -307,7 +320,7 @@ fn access_log_writes_one_line_per_request_with_id_route_status_and_budget() {
     let mut seen = Vec::new();
     // Access lines are buffered and flushed every 200 ms.
     assert!(
-        wait_log(&srv, &mut seen, Duration::from_secs(3), |l| l.contains("obs-acc-2")).is_some(),
+        srv.wait_log(&mut seen, Duration::from_secs(3), |l| l.contains("obs-acc-2")).is_some(),
         "{}",
         seen.join("\n")
     );
@@ -324,11 +337,13 @@ fn access_log_writes_one_line_per_request_with_id_route_status_and_budget() {
         assert!(msg.contains(part), "{part} missing from {msg}");
     }
 
-    // Off by default.
-    let quiet = ServerProc::start(&["--threads", "1"]);
+    // Off by default. Access lines are buffered, and flushed at exit at the latest: stop the
+    // server and read all it wrote.
+    let mut quiet = ServerProc::start(&["--threads", "1"]);
     assert_eq!(get(quiet.addr, "/").status, 200);
-    thread::sleep(Duration::from_millis(400));
-    let logs = quiet.logs();
+    quiet.terminate();
+    assert_eq!(quiet.wait_exit(Duration::from_secs(10)), Some(0));
+    let logs = quiet.logs_to_end(Duration::from_secs(5));
     assert!(!logs.iter().any(|l| l.contains("vigil::access")), "{logs:?}");
 }
 
@@ -336,15 +351,15 @@ fn access_log_writes_one_line_per_request_with_id_route_status_and_budget() {
 #[test]
 fn readiness_fails_with_a_reason_while_draining_but_liveness_holds() {
     let mut srv = ServerProc::start(&["--threads", "2", "--graceful-timeout", "10"]);
-    assert_eq!(get(srv.admin, "/readyz").status, 200);
+    assert_eq!(get(srv.admin(), "/readyz").status, 200);
     let addr = srv.addr;
     let req = thread::spawn(move || get(addr, "/sleep?ms=1500"));
-    thread::sleep(Duration::from_millis(300));
+    assert!(wait_for(Duration::from_secs(5), || metric(srv.admin(), "vigil_worker_threads_busy") == 1.0));
     srv.terminate();
-    assert!(wait_for(Duration::from_secs(2), || get(srv.admin, "/readyz").status == 503));
-    let r = get(srv.admin, "/readyz");
+    assert!(wait_for(Duration::from_secs(2), || get(srv.admin(), "/readyz").status == 503));
+    let r = get(srv.admin(), "/readyz");
     assert!(r.text().contains("draining"), "{}", r.text());
-    assert_eq!(get(srv.admin, "/healthz").status, 200);
+    assert_eq!(get(srv.admin(), "/healthz").status, 200);
     assert_eq!(admin_json(&srv, "/status")["draining"], true);
     assert_eq!(req.join().unwrap().status, 200);
     assert_eq!(srv.wait_exit(Duration::from_secs(10)), Some(0));
@@ -430,7 +445,7 @@ fn dashboard_in_headless_chromium_shows_the_pool_and_the_inflight_report() {
     // Long enough to outlast two browser runs on a slow machine; the server is killed at the end.
     let _req = spawn_get_with_id(srv.addr, "/report?secs=30", "dash-report-1");
     assert!(wait_for(Duration::from_secs(5), || request_row(&srv, "dash-report-1").is_some()));
-    let url = format!("http://{}/", srv.admin);
+    let url = format!("http://{}/", srv.admin());
 
     let dom = run_chromium(&bin, &["--dump-dom"], &url);
     assert!(dom.contains("data-id=\"dash-report-1\""), "in-flight row missing from the DOM:\n{dom}");

@@ -1,18 +1,50 @@
-//! Test support: a tiny raw HTTP/1.1 client and a way to run the `vigil` binary.
+//! Test support shared by every integration test: a tiny raw HTTP/1.1 client, in-process servers
+//! on port 0, a Prometheus metric reader, waits on conditions, and a way to run the `vigil`
+//! binary or an example as a child process.
 //!
 //! `VIGIL_SERVER_CMD` replaces the binary with any command (e.g. `wine /path/vigil.exe`), so the
 //! same end-to-end tests run against a Windows build under Wine.
 #![allow(dead_code)]
 
-/// The demo app of the `vigil` binary, served in-process by the tests.
-#[path = "../../src/demo.rs"]
-pub mod demo;
-
+use std::cell::OnceCell;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use vigil::{App, Server, ServerHandle, Settings};
+
+// ---------------------------------------------------------------------------------------------
+// In-process servers
+// ---------------------------------------------------------------------------------------------
+
+/// The demo app (the `vigil` binary's routes: `/`, `/echo`, `/sleep`, `/block`, `/spin`, ...):
+/// the binary's own file, so the tests serve exactly the routes the binary serves.
+#[path = "../../src/demo.rs"]
+pub mod demo;
+
+/// Settings for an in-process test server: both listeners on 127.0.0.1 port 0 (read the
+/// addresses back from the handle), two worker threads (the machine has two cores; tests that
+/// need another count set it).
+pub fn settings() -> Settings {
+    Settings::default().bind("127.0.0.1:0".parse().unwrap()).admin_bind(Some("127.0.0.1:0".parse().unwrap())).threads(2)
+}
+
+/// Starts `app` in this process.
+pub fn start(s: Settings, app: App) -> ServerHandle {
+    Server::start(s, app).expect("start server")
+}
+
+/// Starts the demo app in this process (route timeout ceiling 30 s).
+pub fn demo_server(s: Settings) -> ServerHandle {
+    start(s, demo::app(Duration::from_secs(30)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// A raw HTTP/1.1 client
+// ---------------------------------------------------------------------------------------------
 
 /// A parsed response.
 #[derive(Debug, Clone)]
@@ -29,6 +61,14 @@ impl Resp {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+}
+
+/// A new connection to `addr` whose reads give up after 10 s (so a test that waits for an
+/// answer that never comes fails instead of hanging).
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
 }
 
 /// Reads one response from `s` (Content-Length framed, or until EOF). `head_only`: no body.
@@ -90,13 +130,209 @@ pub fn timed_get(addr: SocketAddr, path: &str) -> (Resp, Duration) {
     (r, t.elapsed())
 }
 
-/// Value of a metric line `name` (exact series text, e.g. `vigil_worker_threads`), from /metrics.
-pub fn metric(admin: SocketAddr, series: &str) -> f64 {
-    let text = get(admin, "/metrics").text();
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.rsplit_once(' ').filter(|(k, _)| *k == series).map(|(_, v)| v.parse().unwrap()))
-        .unwrap_or(0.0)
+/// Sends `GET path` with `X-Request-Id: id` on a background thread (the id finds the request
+/// again in /requests, /timeouts and the logs).
+pub fn spawn_get_with_id(addr: SocketAddr, path: &str, id: &str) -> std::thread::JoinHandle<std::io::Result<Resp>> {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\nX-Request-Id: {id}\r\nConnection: close\r\n\r\n");
+    std::thread::spawn(move || raw(addr, req.as_bytes()))
+}
+
+/// Asserts that the server closes `s` cleanly: no more bytes, no reset, no hang.
+pub fn assert_closed(s: &mut TcpStream) {
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).expect("a clean close, not a reset or a hang");
+    assert!(rest.is_empty(), "bytes after the final answer: {:?}", String::from_utf8_lossy(&rest));
+}
+
+/// Reads the next response on `s` and asserts that it is an error the server itself answered
+/// and that the connection ends with it: `status`; a `Date` in IMF-fixdate (ends in ` GMT`); a
+/// `Content-Length` that matches a short, non-empty `text/plain` body ending in a newline;
+/// `Connection: close`; then a clean close (no further bytes, no reset). Returns the response
+/// for further checks (e.g. `Retry-After`).
+pub fn assert_closing_error(s: &mut TcpStream, status: u16) -> Resp {
+    let r = read_response(s, false).unwrap_or_else(|e| panic!("reading the {status} answer: {e}"));
+    assert_eq!(r.status, status, "{r:?}");
+    assert!(r.header("date").is_some_and(|d| d.ends_with(" GMT")), "no Date: {r:?}");
+    assert_eq!(r.header("content-length"), Some(r.body.len().to_string().as_str()), "{r:?}");
+    assert!(r.header("content-type").is_some_and(|t| t.starts_with("text/plain")), "{r:?}");
+    let text = r.text();
+    assert!(!text.trim().is_empty() && text.len() < 200 && text.ends_with('\n'), "body {text:?}");
+    assert_eq!(r.header("connection").map(str::to_ascii_lowercase).as_deref(), Some("close"), "{r:?}");
+    assert_closed(s);
+    r
+}
+
+/// Waits until the server has started answering on `s` (at least one byte is waiting to be
+/// read), without consuming anything. Panics after the socket's read timeout.
+pub fn wait_readable(s: &TcpStream) {
+    let mut one = [0u8; 1];
+    let n = s.peek(&mut one).expect("the server answers");
+    assert_eq!(n, 1, "the server closed without answering");
+}
+
+/// Waits until the server's write to `s` has stalled: bytes are waiting in our receive buffer
+/// (we never read them) and their count has not grown for 60 ms, i.e. our receive window is
+/// full and the server cannot send more. Returns how many bytes are waiting.
+pub fn wait_write_stalled(s: &TcpStream, limit: Duration) -> usize {
+    // Steady over this many polls (20 ms apart) counts as stalled.
+    const STEADY: usize = 3;
+    let mut buf = vec![0u8; 32 << 20];
+    let mut last = (0usize, 0usize);
+    assert!(
+        wait_for(limit, || {
+            let n = s.peek(&mut buf).expect("peek");
+            last = if n > 0 && n == last.0 { (n, last.1 + 1) } else { (n, 0) };
+            last.1 >= STEADY
+        }),
+        "the server's write never stalled: {} bytes waiting",
+        last.0
+    );
+    last.0
+}
+
+/// Bytes written on `s` that the peer has not acknowledged yet (Linux: the socket's `tx_queue`
+/// in /proc/net/tcp). Zero means everything we sent is in the peer's receive queue (or read).
+#[cfg(target_os = "linux")]
+pub fn unacked_bytes(s: &TcpStream) -> u64 {
+    let (local, peer) = (s.local_addr().unwrap(), s.peer_addr().unwrap());
+    let hex = |a: SocketAddr| match a {
+        SocketAddr::V4(a) => format!("{:08X}:{:04X}", u32::from_ne_bytes(a.ip().octets()), a.port()),
+        SocketAddr::V6(_) => panic!("unacked_bytes reads /proc/net/tcp (IPv4 only): {a}"),
+    };
+    let (local, peer) = (hex(local), hex(peer));
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() > 4 && f[1] == local && f[2] == peer)
+        .map(|f| u64::from_str_radix(f[4].split(':').next().unwrap(), 16).expect("tx_queue"))
+        .unwrap_or_else(|| panic!("socket {local} -> {peer} not in /proc/net/tcp"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metrics and waits
+// ---------------------------------------------------------------------------------------------
+
+/// Where a test reads the Prometheus exposition: an admin address (`GET /metrics`) or an
+/// in-process server ([`ServerHandle::metrics_text`], the same text without a request).
+pub trait Scrape {
+    fn scrape(&self) -> String;
+}
+
+impl Scrape for SocketAddr {
+    fn scrape(&self) -> String {
+        let r = get(*self, "/metrics");
+        assert_eq!(r.status, 200, "/metrics: {}", r.text());
+        r.text()
+    }
+}
+
+impl Scrape for ServerHandle {
+    fn scrape(&self) -> String {
+        self.metrics_text()
+    }
+}
+
+impl<T: Scrape + ?Sized> Scrape for &T {
+    fn scrape(&self) -> String {
+        (**self).scrape()
+    }
+}
+
+/// The value of `series` in the exposition `from` serves: see [`metric_in`].
+///
+/// ```text
+/// metric(srv.admin(), "vigil_worker_threads")
+/// metric(&handle, "vigil_request_timeouts_total{route=\"/report\",reason=\"stall\"}")
+/// ```
+pub fn metric(from: impl Scrape, series: &str) -> f64 {
+    metric_in(&from.scrape(), series)
+}
+
+/// The value of `series` in the Prometheus text `text`, matched the way a PromQL selector is:
+/// `name` or `name{label="value",...}` selects every sample of that name carrying those labels
+/// (in any order, whatever other labels it has), and the result is their sum. So a reader does
+/// not break when labels are reordered or added, and `vigil_requests_total{status="504"}` counts
+/// 504s over all routes. A family that is exposed but has no matching sample yet (a labelled
+/// counter never incremented) reads 0; a name that is not exposed at all panics, so a typo cannot
+/// pass for a zero.
+pub fn metric_in(text: &str, series: &str) -> f64 {
+    let (name, want) = parse_series(series).unwrap_or_else(|| panic!("bad series selector {series:?}"));
+    let mut known = false;
+    let mut sum = 0.0;
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            // A histogram's samples are NAME_bucket, NAME_sum and NAME_count.
+            let family = rest.split_whitespace().next().unwrap_or("");
+            let suffix = name.strip_prefix(family);
+            known |= suffix.is_some_and(|s| ["", "_total", "_bucket", "_sum", "_count", "_created"].contains(&s));
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let (sample, value) = split_sample(line).unwrap_or_else(|| panic!("unparsable sample line {line:?}"));
+        let (sample_name, labels) = parse_series(sample).unwrap_or_else(|| panic!("unparsable sample {line:?}"));
+        if sample_name != name {
+            continue;
+        }
+        known = true;
+        if want.iter().all(|w| labels.contains(w)) {
+            let value = value.split_whitespace().next().unwrap_or("");
+            sum += value.parse::<f64>().unwrap_or_else(|e| panic!("value of {line:?}: {e}"));
+        }
+    }
+    assert!(known, "no metric named {name} in the exposition:\n{text}");
+    sum
+}
+
+/// Splits a sample line into its series (`name{labels}`) and the rest (value, timestamp) at the
+/// first space outside a quoted label value.
+fn split_sample(line: &str) -> Option<(&str, &str)> {
+    let (mut quoted, mut escaped) = (false, false);
+    for (i, c) in line.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ' ' if !quoted => return Some((&line[..i], &line[i + 1..])),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Splits `name{k="v",...}` into the name and its label pairs (escapes `\"`, `\\`, `\n` undone).
+fn parse_series(s: &str) -> Option<(String, Vec<(String, String)>)> {
+    let s = s.trim();
+    let Some(open) = s.find('{') else {
+        return (!s.is_empty() && !s.contains(char::is_whitespace)).then(|| (s.to_string(), Vec::new()));
+    };
+    let name = s[..open].to_string();
+    let mut labels = Vec::new();
+    let mut rest = s[open + 1..].strip_suffix('}')?;
+    loop {
+        rest = rest.trim_start_matches([',', ' ']);
+        if rest.is_empty() {
+            return Some((name, labels));
+        }
+        let (key, after) = rest.split_once("=\"")?;
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            match chars.next()? {
+                (i, '"') => break i,
+                (_, '\\') => match chars.next()?.1 {
+                    'n' => value.push('\n'),
+                    c => value.push(c),
+                },
+                (_, c) => value.push(c),
+            }
+        };
+        labels.push((key.trim().to_string(), value));
+        rest = &after[end + 1..];
+    }
 }
 
 /// Polls `f` every 20 ms until it is true or `limit` passes; returns whether it became true.
@@ -111,12 +347,18 @@ pub fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
-/// A running `vigil` binary (or `VIGIL_SERVER_CMD`), killed on drop.
+// ---------------------------------------------------------------------------------------------
+// Child processes: the binary and the examples
+// ---------------------------------------------------------------------------------------------
+
+/// A running `vigil` binary (or `VIGIL_SERVER_CMD`), or an example, killed on drop.
 pub struct ServerProc {
     pub child: Child,
     pub addr: SocketAddr,
-    pub admin: SocketAddr,
-    pub stderr: mpsc::Receiver<String>,
+    /// The admin listener, once its `admin on` line has been read.
+    admin: OnceCell<SocketAddr>,
+    stdout: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
 }
 
 impl ServerProc {
@@ -130,7 +372,7 @@ impl ServerProc {
         if !args.contains(&"--admin-bind") {
             all.extend(["--admin-bind".into(), "127.0.0.1:0".into()]);
         }
-        let mut cmd = match std::env::var("VIGIL_SERVER_CMD") {
+        let cmd = match std::env::var("VIGIL_SERVER_CMD") {
             Ok(c) if !c.trim().is_empty() => {
                 let mut parts = c.split_whitespace();
                 let mut cmd = Command::new(parts.next().unwrap());
@@ -139,6 +381,24 @@ impl ServerProc {
             }
             _ => Command::new(env!("CARGO_BIN_EXE_vigil")),
         };
+        let srv = ServerProc::spawn(cmd, &all);
+        srv.admin();
+        srv
+    }
+
+    /// Starts the example `name` (built by `cargo test` next to the binary) with `args` and waits
+    /// for its `listening on` line. [`admin`](ServerProc::admin) works if the example enables
+    /// its admin listener.
+    pub fn start_example(name: &str, args: &[&str]) -> ServerProc {
+        let bin = PathBuf::from(env!("CARGO_BIN_EXE_vigil"));
+        let path = bin.parent().unwrap().join("examples").join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+        // `cargo test` builds the examples; `cargo test --test examples` alone may not.
+        assert!(path.exists(), "example {name} not built at {}: run `cargo build --examples` first", path.display());
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        ServerProc::spawn(Command::new(path), &args)
+    }
+
+    fn spawn(mut cmd: Command, args: &[String]) -> ServerProc {
         #[cfg(windows)]
         {
             // Its own process group, so that terminate()'s Ctrl-Break reaches it and not us.
@@ -146,13 +406,13 @@ impl ServerProc {
             cmd.creation_flags(windows_sys::Win32::System::Threading::CREATE_NEW_PROCESS_GROUP);
         }
         let mut child = cmd
-            .args(&all)
+            .args(args)
             .env("RUST_LOG", std::env::var("VIGIL_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("start vigil");
+            .expect("start the server");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -174,29 +434,95 @@ impl ServerProc {
                 }
             }
         });
-        let mut addr = None;
-        let mut admin = None;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while addr.is_none() || admin.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).unwrap_or_else(|_| {
-                let _ = child.kill();
-                let errs: Vec<String> = erx.try_iter().collect();
-                panic!("server did not print its addresses; stderr: {errs:?}")
-            });
-            let line = line.trim().to_string();
-            if let Some(a) = line.strip_prefix("listening on http://") {
-                addr = Some(a.parse().unwrap());
-            } else if let Some(a) = line.strip_prefix("admin on http://") {
-                admin = Some(a.parse().unwrap());
-            }
-        }
-        ServerProc { child, addr: addr.unwrap(), admin: admin.unwrap(), stderr: erx }
+        let mut srv = ServerProc {
+            child,
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            admin: OnceCell::new(),
+            stdout: rx,
+            stderr: erx,
+        };
+        srv.addr = srv.address_line("listening on http://");
+        srv
     }
 
-    /// Log lines printed so far (stderr).
+    /// Reads stdout up to the line `prefix` ADDR (an `admin on` line on the way is kept).
+    fn address_line(&mut self, prefix: &str) -> SocketAddr {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match self.stdout.recv_timeout(left) {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = self.child.kill();
+                    let errs: Vec<String> = self.stderr.try_iter().collect();
+                    panic!("no `{prefix}ADDR` line from the server ({e}); stderr: {errs:?}")
+                }
+            };
+            let line = line.trim();
+            if let Some(a) = line.strip_prefix(prefix) {
+                return a.parse().unwrap();
+            }
+            if let Some(a) = line.strip_prefix("admin on http://") {
+                let _ = self.admin.set(a.parse().unwrap());
+            }
+        }
+    }
+
+    /// The admin listener's address (waits for the server's `admin on` line; panics if it never
+    /// prints one).
+    pub fn admin(&self) -> SocketAddr {
+        if let Some(a) = self.admin.get() {
+            return *a;
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(a) = line.trim().strip_prefix("admin on http://") {
+                        let a = a.parse().unwrap();
+                        let _ = self.admin.set(a);
+                        return a;
+                    }
+                }
+                Err(e) => panic!("the server printed no `admin on ADDR` line ({e}): is its admin listener on?"),
+            }
+        }
+    }
+
+    /// Log lines printed since the last call (stderr).
     pub fn logs(&self) -> Vec<String> {
         self.stderr.try_iter().collect()
+    }
+
+    /// Waits until a log line satisfies `f` and returns it; every line read on the way is added
+    /// to `seen`. `None` after `limit` (or if the server exits first).
+    pub fn wait_log(&self, seen: &mut Vec<String>, limit: Duration, f: impl Fn(&str) -> bool) -> Option<String> {
+        let end = Instant::now() + limit;
+        seen.extend(self.logs());
+        loop {
+            if let Some(l) = seen.iter().find(|l| f(l)) {
+                return Some(l.clone());
+            }
+            match self.stderr.recv_timeout(end.saturating_duration_since(Instant::now())) {
+                Ok(line) => seen.push(line),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Every log line still to come, once the process has exited: reads stderr to its end.
+    /// Panics if it does not end within `limit` (call it after [`wait_exit`](Self::wait_exit)).
+    pub fn logs_to_end(&self, limit: Duration) -> Vec<String> {
+        let end = Instant::now() + limit;
+        let mut lines = Vec::new();
+        loop {
+            match self.stderr.recv_timeout(end.saturating_duration_since(Instant::now())) {
+                Ok(line) => lines.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return lines,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!("stderr still open after {limit:?}: {lines:?}"),
+            }
+        }
     }
 
     /// Asks the server to drain: SIGTERM on Unix; Ctrl-Break on Windows (the server runs in its
