@@ -1,7 +1,9 @@
 //! Making a blocking call cancellable with `on_cancel`: the handler blocks reading from an
-//! upstream socket that never answers; at the deadline the watchdog runs our callback, which shuts
-//! the socket down, so the blocking read returns and the thread goes back to the pool (the log
-//! says "cancellation honored" instead of "abandoned thread").
+//! upstream socket that never answers; at the deadline the watchdog answers 504 and fires the
+//! request's token, and vigil runs our callback (on one of its offload threads), which shuts the
+//! socket down, so the blocking read returns and the thread goes back to the pool (the log says
+//! "cancellation honored" instead of "abandoned thread", and the admin listener's
+//! `vigil_cancellations_honored_total` counts it).
 //!
 //! ```text
 //! cargo run --example cancellable_blocking
@@ -15,7 +17,7 @@ use std::time::Duration;
 use vigil::{App, Ctx, Error, Request, Response, Server, Settings};
 
 fn main() -> std::io::Result<()> {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,may=warn")).init();
+    vigil::logging::init(vigil::LogFormat::Text, false).expect("no other logger installed");
     // An "upstream" that accepts connections and never answers.
     let upstream = TcpListener::bind("127.0.0.1:0")?;
     let upstream_addr = upstream.local_addr()?;
@@ -40,7 +42,7 @@ fn main() -> std::io::Result<()> {
     });
     let settings = Settings::default()
         .bind("127.0.0.1:0".parse().unwrap())
-        .admin_bind(None)
+        .admin_bind(Some("127.0.0.1:0".parse().unwrap()))
         .timeout(Duration::from_secs(1))
         .cancel_grace(Duration::from_secs(1));
     Server::serve(settings, app)
