@@ -240,15 +240,10 @@ fn request_whose_deadline_passes_in_the_queue_gets_503_without_running() {
         })
         // Its deadline passes long before /block's, so no stand-in (started when /block is
         // cancelled) can pick it up in time.
-        .route(
-            "GET",
-            "/count",
-            RouteOptions::new().timeout(Duration::from_millis(200)),
-            move |_: &Request, _: &Ctx| {
-                ran2.fetch_add(1, Ordering::SeqCst);
-                Response::text("ran")
-            },
-        )
+        .route("GET", "/count", RouteOptions::new().timeout(Duration::from_millis(200)), move |_: &Request, _: &Ctx| {
+            ran2.fetch_add(1, Ordering::SeqCst);
+            Response::text("ran")
+        })
         .get("/after", |_: &Request, _: &Ctx| Response::text("after"));
     let srv =
         start(settings().threads(1).timeout(Duration::from_millis(800)).cancel_grace(Duration::from_secs(5)), app);
