@@ -41,11 +41,5 @@ pub use logging::LogFormat;
 pub use server::{Server, ServerHandle, ShutdownTrigger};
 pub use settings::{Settings, SettingsError};
 
-/// Internals for vigil's own binaries, benchmarks, fuzz targets and tests. Not part of the
-/// API: anything here may change in any release. The runtime's types are only here with the
-/// `bench-internals` feature (the benches measure the real types, not copies).
 #[doc(hidden)]
-pub mod internals {
-    pub use crate::http::parse;
-    pub use crate::settings::{parse_duration, parse_size, Cli, MIN_DEFAULT_BACKLOG};
-}
+pub mod internals;

@@ -293,9 +293,9 @@ impl Pool {
         }
     }
 
-    /// Counts the calling test as a live worker, returning its id: tests drive `begin` and
-    /// `complete` themselves to interleave them with the watchdog's steps.
-    #[cfg(test)]
+    /// Counts the calling test as a live worker, returning its id: tests (and the bookkeeping
+    /// bench) drive `begin` and `complete` themselves.
+    #[cfg(any(test, feature = "bench-internals"))]
     pub(crate) fn adopt_test_worker(&self) -> WorkerId {
         assert!(self.reserve(), "the pool is full");
         WorkerId::new(self.next_id.fetch_add(1, Relaxed) + 1).expect("ids start at 1")
