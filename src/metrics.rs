@@ -96,6 +96,9 @@ pub(crate) struct Snapshot {
     /// Timeouts by route and reason (the watchdog's counts).
     pub timeouts: Vec<(RouteId, TimeoutReason, u64)>,
     pub connections_open: usize,
+    /// Connections a drain would wait for (a request on its way in, handled or being written).
+    pub connections_busy: usize,
+    /// Requests queued or running (cancelled ones still running included).
     pub requests_in_flight: usize,
     /// Log records dropped by the log writer's queue and by the watchdog's offload queue.
     pub log_records_dropped: u64,
@@ -281,7 +284,7 @@ impl Metrics {
                 f.push(Family::gauge(name, help, Num::Int(v as i64)));
             }
         }
-        let gauges: [(&'static str, &'static str, usize); 7] = [
+        let gauges: [(&'static str, &'static str, usize); 8] = [
             ("vigil_threads_abandoned_alive", "Abandoned threads still running their handler.", p.abandoned_alive),
             ("vigil_worker_threads", "Live worker threads in the pool.", p.live),
             ("vigil_worker_threads_busy", "Worker threads running a handler.", p.busy),
@@ -292,8 +295,13 @@ impl Metrics {
             ),
             (
                 "vigil_requests_in_flight",
-                "Requests read whose response has not been written yet.",
+                "Requests queued for a worker or running (cancelled ones still running included).",
                 snap.requests_in_flight,
+            ),
+            (
+                "vigil_connections_busy",
+                "Connections with a request being read, handled or written (or no request yet): what a drain waits for.",
+                snap.connections_busy,
             ),
             ("vigil_queue_depth", "Requests waiting for a worker thread.", p.queue_depth),
             ("vigil_connections_open", "Open client connections.", snap.connections_open),

@@ -120,6 +120,23 @@ impl PeerProbe {
     }
 }
 
+impl PeerProbe {
+    /// Shuts the socket's read side, so that a coroutine parked reading it wakes up with
+    /// end-of-file: how a drain closes idle keep-alive connections. The connection's coroutine
+    /// still owns and closes the socket. The caller guarantees the descriptor is still the
+    /// connection's (the drain holds the registry lock the connection must take before it
+    /// closes its socket). Windows: nothing (an idle connection closes at its keep-alive
+    /// timeout or when the process exits).
+    pub fn shutdown_read(&self) {
+        #[cfg(unix)]
+        {
+            // SAFETY: shutdown takes no pointers; the descriptor is open (see above), and
+            // SHUT_RD only stops further receives on it.
+            unsafe { libc::shutdown(self.fd, libc::SHUT_RD) };
+        }
+    }
+}
+
 /// Resident memory of this process in bytes (the working set on Windows), where the platform tells.
 pub(crate) fn resident_memory_bytes() -> Option<u64> {
     #[cfg(target_os = "linux")]

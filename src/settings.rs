@@ -40,8 +40,13 @@ macro_rules! settings_table {
             timeout: Duration = secs(30), DURATION, Above(Duration::ZERO);
             /// time a cancelled handler has to return before its thread is abandoned and replaced.
             cancel_grace: Duration = secs(5), DURATION, Any;
-            /// time in-flight requests get to finish at shutdown.
+            /// time in-flight requests get to finish at shutdown, counted from the signal (the
+            /// shutdown delay included); then what is queued gets 503 and what runs 504.
             graceful_timeout: Duration = secs(30), DURATION, Any;
+            /// at shutdown, time the server keeps serving (readiness already failing, responses
+            /// closing their connections) before it closes its listener, so a load balancer
+            /// stops sending new requests first.
+            shutdown_delay: Duration = secs(0), DURATION, Any;
             /// idle time a keep-alive connection stays open (0: close after each response).
             keepalive: Duration = secs(5), DURATION, Any;
             /// requests a worker thread serves before it retires and is replaced (0: never).
@@ -313,6 +318,14 @@ impl Settings {
                  cancelled before their own deadline",
                 show(&self.graceful_timeout),
                 show(&self.timeout)
+            ));
+        }
+        if !self.shutdown_delay.is_zero() && self.shutdown_delay >= self.graceful_timeout {
+            warnings.push(format!(
+                "--shutdown-delay {} is not below --graceful-timeout {}: at shutdown, the listener \
+                 stays open until requests are cancelled",
+                show(&self.shutdown_delay),
+                show(&self.graceful_timeout)
             ));
         }
         if self.watchdog_tick.saturating_mul(10) > self.timeout {

@@ -43,7 +43,7 @@ pub(crate) struct Params {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Action {
     /// Answer 503 without running it (`Queued → Done`): its deadline passed while queued
-    /// (`Queue`), or a drain began (`Shutdown`).
+    /// (`Queue`), or a drain's `--graceful-timeout` ran out before it started (`Shutdown`).
     Refuse(TimeoutReason),
     /// Fire its token, answer 504, start a stand-in (`Running → Cancelling`).
     Cancel(TimeoutReason),
@@ -59,7 +59,7 @@ pub(crate) fn decide(v: &View, now: u64, p: &Params) -> Option<Action> {
     match v.state {
         Queued if v.answered => None,
         Queued if now >= v.deadline_ns => Some(Action::Refuse(TimeoutReason::Queue)),
-        Queued if p.drain_cancel_at_ns.is_some() => Some(Action::Refuse(TimeoutReason::Shutdown)),
+        Queued if p.drain_cancel_at_ns.is_some_and(|d| now >= d) => Some(Action::Refuse(TimeoutReason::Shutdown)),
         Running if now >= v.deadline_ns => Some(Action::Cancel(TimeoutReason::Deadline)),
         Running if v.stall_deadline_ns.is_some_and(|s| now >= s) => Some(Action::Cancel(TimeoutReason::Stall)),
         Running if p.drain_cancel_at_ns.is_some_and(|d| now >= d) => Some(Action::Cancel(TimeoutReason::Shutdown)),
@@ -131,9 +131,10 @@ mod tests {
     }
 
     #[test]
-    fn a_drain_refuses_queued_requests_at_once_and_cancels_running_ones_at_its_deadline() {
+    fn a_drain_lets_queued_and_running_requests_go_on_until_its_deadline() {
         let p = Params { drain_cancel_at_ns: Some(5 * S), ..params() };
-        assert_eq!(decide(&view(Queued), S, &p), Some(Action::Refuse(TimeoutReason::Shutdown)));
+        assert_eq!(decide(&view(Queued), S, &p), None, "queued work runs during a drain");
+        assert_eq!(decide(&view(Queued), 5 * S, &p), Some(Action::Refuse(TimeoutReason::Shutdown)));
         assert_eq!(decide(&view(Running), 5 * S - 1, &p), None);
         assert_eq!(decide(&view(Running), 5 * S, &p), Some(Action::Cancel(TimeoutReason::Shutdown)));
     }

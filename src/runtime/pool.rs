@@ -105,6 +105,8 @@ pub(crate) struct Pool {
     runner: Arc<dyn Runner>,
     routes: Arc<RouteTable>,
     stopping: AtomicBool,
+    /// During a drain: clock ns from which no queued job starts (`u64::MAX` otherwise).
+    no_start_after_ns: AtomicU64,
     next_id: AtomicU32,
     // Signed: the watchdog's and a worker's updates of one thread's move between them may land
     // in either order, so a count can dip below zero for an instant; reads clamp at zero.
@@ -139,6 +141,7 @@ impl Pool {
             runner,
             routes,
             stopping: AtomicBool::new(false),
+            no_start_after_ns: AtomicU64::new(u64::MAX),
             next_id: AtomicU32::new(0),
             live: AtomicIsize::new(0),
             busy: AtomicIsize::new(0),
@@ -265,6 +268,12 @@ impl Pool {
         }
     }
 
+    /// A drain began: from `cancel_at_ns` on, workers start no queued job (the watchdog refuses
+    /// them 503).
+    pub fn begin_drain(&self, cancel_at_ns: u64) {
+        self.no_start_after_ns.store(cancel_at_ns, Release);
+    }
+
     /// Stops the workers once the queue is empty: each gets a `Stop`; detached threads exit when
     /// their handlers return.
     pub fn stop(&self) {
@@ -354,12 +363,13 @@ impl Pool {
         self.complete(job, id, resp)
     }
 
-    /// A worker takes `job` (`Queued → Running`). `false`: leave it: its deadline passed while
-    /// it waited (the watchdog answers it 503 at its next tick: one path for that) or the
-    /// watchdog refused it already.
+    /// A worker takes `job` (`Queued → Running`). `false`: leave it: its deadline (or a drain's)
+    /// passed while it waited (the watchdog answers it 503 at its next tick: one path for that)
+    /// or the watchdog refused it already.
     pub(crate) fn begin(&self, job: &Inflight, id: WorkerId) -> bool {
         let now = clock::now_ns();
-        if now >= job.deadline_ns || !job.start_running(id, now) {
+        let last_start = job.deadline_ns.min(self.no_start_after_ns.load(Acquire));
+        if now >= last_start || !job.start_running(id, now) {
             return false;
         }
         self.busy.fetch_add(1, AcqRel);

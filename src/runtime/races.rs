@@ -128,22 +128,25 @@ fn a_return_just_before_the_abandonment_is_an_honored_cancellation() {
 
 #[test]
 fn a_drain_and_a_worker_racing_for_a_queued_request_answer_it_once() {
-    // The drain's sweep first: 503, and the worker may no longer start it.
+    // The sweep at the drain's deadline first: 503, and the worker may no longer start it.
+    let mut f = Fixture::new(1, HOUR, GRACE);
+    let w = f.pool.adopt_test_worker();
+    let (job, slot) = f.job();
+    let end = clock::now_ns();
+    f.wd.begin_drain(end);
+    f.tick(end);
+    assert_eq!(answer(&slot), Some(503));
+    assert!(!f.pool.begin(&job, w));
+    assert_eq!(job.state(), RequestState::Done);
+
+    // The worker first: the drain lets a running request finish (and a queued one start).
     let mut f = Fixture::new(1, HOUR, GRACE);
     let w = f.pool.adopt_test_worker();
     let (job, slot) = f.job();
     f.wd.begin_drain(clock::now_ns() + clock::ns(HOUR));
     f.tick(clock::now_ns());
-    assert_eq!(answer(&slot), Some(503));
-    assert!(!f.pool.begin(&job, w));
-    assert_eq!(job.state(), RequestState::Done);
-
-    // The worker first: the drain lets a running request finish.
-    let mut f = Fixture::new(1, HOUR, GRACE);
-    let w = f.pool.adopt_test_worker();
-    let (job, slot) = f.job();
+    assert_eq!(answer(&slot), None, "a queued request is not refused before the drain's deadline");
     assert!(f.pool.begin(&job, w));
-    f.wd.begin_drain(clock::now_ns() + clock::ns(HOUR));
     f.tick(clock::now_ns());
     assert_eq!(answer(&slot), None);
     assert_eq!(f.pool.complete(&job, w, Response::text("ok")), After::Serve);

@@ -22,7 +22,7 @@ macro_rules! u8_enum {
         $vis:vis enum $name:ident { $( $(#[$vmeta:meta])* $variant:ident = $value:literal => $label:literal, )+ }
     ) => {
         $(#[$meta])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
         #[repr(u8)]
         $vis enum $name { $( $(#[$vmeta])* $variant = $value, )+ }
 

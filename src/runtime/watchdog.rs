@@ -153,9 +153,10 @@ impl Watchdog {
         let _ = self.register_tx.send(Arc::downgrade(job));
     }
 
-    /// A drain began: queued requests are refused at once, and what still runs at
-    /// `cancel_at_ns` is cancelled.
+    /// A drain began: what is still queued at `cancel_at_ns` is refused (503), what still runs
+    /// is cancelled (504). Until then requests run as usual, under their own deadlines.
     pub fn begin_drain(&self, cancel_at_ns: u64) {
+        self.pool.begin_drain(cancel_at_ns);
         self.drain_cancel_at_ns.store(cancel_at_ns.max(1), Release);
     }
 

@@ -30,6 +30,8 @@ use crate::runtime::pool::SubmitError;
 use crate::runtime::refusal::Refusal;
 use crate::runtime::reply::ReplySlot;
 use crate::runtime::state::RequestState;
+use crate::server::connections::ConnSlot;
+use crate::server::lifecycle::Phase;
 use crate::server::shared::Shared;
 
 /// Initial read buffer per connection. It grows only while one request head does not fit, never
@@ -79,22 +81,22 @@ struct Conn<'a> {
     requests: u64,
     /// Whether the request being handled is a HEAD (its answer carries no body).
     last_method_is_head: bool,
-    /// Requests of this connection counted in `conns.active` (a drain waits for them): from
-    /// the moment their head is read until their response is written, or the connection ends.
-    held: usize,
-    /// How many of those have their response encoded in `wbuf`, released by `flush`.
-    encoded: usize,
+    /// This connection's entry in the server's registry (busy or idle, for the drain).
+    slot: Arc<ConnSlot>,
 }
 
 impl Drop for Conn<'_> {
     fn drop(&mut self) {
-        self.shared.conns.active.fetch_sub(self.held, AcqRel);
+        // Before the socket (a field) is closed: the drain may shut an idle socket's read side
+        // under the registry's lock, never after this.
+        self.shared.conns.unregister(&self.slot);
     }
 }
 
 /// Serves one connection until it closes.
 pub(crate) fn serve(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
     let _ = stream.set_write_timeout(Some(shared.settings.write_timeout));
+    let slot = shared.conns.register(PeerProbe::new(&stream));
     let mut c = Conn {
         stream,
         peer,
@@ -108,8 +110,7 @@ pub(crate) fn serve(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
         reply: None,
         requests: 0,
         last_method_is_head: false,
-        held: 0,
-        encoded: 0,
+        slot,
     };
     match c.run() {
         Stop::Quiet => {}
@@ -156,10 +157,9 @@ impl Conn<'_> {
                 return Ok(None);
             }
             if self.start == self.end {
-                // Draining: an idle keep-alive connection closes (as at its keep-alive
-                // timeout); a fresh one still gets its first request read and answered 503,
-                // so a client that connected just before the drain never sees an empty reply.
-                if self.requests > 0 && self.shared.lifecycle.is_draining() {
+                // Once a drain has closed the listener, a connection that falls idle closes (a
+                // fresh one still gets its first request served: it was accepted).
+                if self.requests > 0 && self.shared.lifecycle.phase() >= Phase::Closing {
                     return Ok(None);
                 }
                 self.start = 0;
@@ -216,8 +216,14 @@ impl Conn<'_> {
             // this is completed by the usual path below.
             self.set_timeout(timeout)?;
             let mut first = [0u8; IDLE_READ];
+            self.shared.conns.idle(&self.slot);
             let n = self.stream.read(&mut first)?;
             if n > 0 {
+                if !self.shared.conns.busy(&self.slot) {
+                    // A drain closed this idle connection as the bytes arrived (the classic
+                    // keep-alive race: the client retries on another connection).
+                    return Ok(0);
+                }
                 self.rbuf.resize(READ_BUF, 0);
                 self.rbuf[..n].copy_from_slice(&first[..n]);
                 (self.start, self.end) = (0, n);
@@ -249,8 +255,6 @@ impl Conn<'_> {
     fn handle(&mut self, head: Head) -> Result<bool, Stop> {
         let t0 = clock::now_ns();
         let shared = Arc::clone(self.shared);
-        shared.conns.active.fetch_add(1, AcqRel);
-        self.held += 1;
         let raw_head = self.avail()[..head.len].to_vec().into_boxed_slice();
         self.start += head.len;
         let text = |s: Span| std::str::from_utf8(s.get(&raw_head)).unwrap_or("");
@@ -281,7 +285,7 @@ impl Conn<'_> {
                 return self.answer_directly(resp, &head, &request_id, false, t0);
             }
         };
-        if shared.lifecycle.is_draining() {
+        if shared.lifecycle.past_graceful_timeout(t0) {
             shared.metrics.reject(Rejected::Draining);
             return self.answer_directly(Refusal::Draining.response(), &head, &request_id, true, t0);
         }
@@ -333,7 +337,6 @@ impl Conn<'_> {
             || shared.lifecycle.is_draining()
             || resp.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
         encode(&resp, &Framing { head_only, close, request_id: Some(job.req.id()) }, &mut self.wbuf);
-        self.encoded += 1;
         let now = clock::now_ns();
         let elapsed = Duration::from_nanos(now.saturating_sub(t0));
         let budget = now.saturating_sub(job.start_ns) as f64 / timeout.as_nanos().max(1) as f64;
@@ -408,10 +411,13 @@ impl Conn<'_> {
             }
             _ => false,
         };
-        let close = close_anyway || !body_skipped || !head.keep_alive || self.shared.settings.keepalive.is_zero();
+        let close = close_anyway
+            || !body_skipped
+            || !head.keep_alive
+            || self.shared.settings.keepalive.is_zero()
+            || self.shared.lifecycle.is_draining();
         let head_only = self.last_method_is_head;
         encode(&resp, &Framing { head_only, close, request_id: Some(id) }, &mut self.wbuf);
-        self.encoded += 1;
         let elapsed = Duration::from_nanos(clock::now_ns().saturating_sub(t0));
         self.shared.metrics.response(None, resp.status(), elapsed, None);
         if !close {
@@ -522,10 +528,6 @@ impl Conn<'_> {
             return Ok(());
         }
         let r = self.stream.write_all(&self.wbuf);
-        // Written (or the client is gone): a drain no longer waits for these requests.
-        let done = std::mem::take(&mut self.encoded).min(self.held);
-        self.held -= done;
-        self.shared.conns.active.fetch_sub(done, AcqRel);
         self.wbuf.clear();
         if self.wbuf.capacity() > KEEP_WRITE_BUF {
             self.wbuf = Vec::new();

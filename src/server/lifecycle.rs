@@ -1,7 +1,11 @@
-//! The server's life: running, draining since a given moment, stopped. One state, owned here,
-//! instead of flags scattered over the components; the transitions wake whoever waits for them.
+//! The server's life: running, draining since a given moment (first for `--shutdown-delay`
+//! with the listener still open, then closing: listener closed, accepted work finishing),
+//! stopped. One state, owned here, instead of flags scattered over the components; the
+//! transitions wake whoever waits for them.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::*};
+use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
@@ -13,10 +17,13 @@ u8_enum! {
     pub(crate) enum Phase {
         /// Serving.
         Running = 0 => "running",
-        /// A drain began: readiness fails, the listener is closing, in-flight requests finish.
+        /// A drain began: readiness fails; for `--shutdown-delay` everything else works as
+        /// usual, except that responses close their connection.
         Draining = 1 => "draining",
+        /// The listener is closed and idle connections too; what was accepted is finished.
+        Closing = 2 => "closing",
         /// The drain is over: workers and the watchdog have stopped.
-        Stopped = 2 => "stopped",
+        Stopped = 3 => "stopped",
     }
 }
 
@@ -24,6 +31,12 @@ pub(crate) struct Lifecycle {
     phase: AtomicEnum<Phase>,
     /// Clock ns when the drain began (0 before).
     drain_started_ns: AtomicU64,
+    /// Clock ns when what is still queued or running gets cancelled (`--graceful-timeout` after
+    /// the drain began; `u64::MAX` before).
+    cancel_at_ns: AtomicU64,
+    /// The local address of the drain's own connection to the listener: once the accept loop
+    /// gets it, every connection that reached the listener before it has been accepted.
+    wake_up: parking_lot::Mutex<Option<SocketAddr>>,
     /// A drain has been asked for (by a signal, a handle, a service stop) and not yet begun.
     requested: Mutex<bool>,
     wake: Condvar,
@@ -34,6 +47,8 @@ impl Lifecycle {
         Lifecycle {
             phase: AtomicEnum::new(Phase::Running),
             drain_started_ns: AtomicU64::new(0),
+            cancel_at_ns: AtomicU64::new(u64::MAX),
+            wake_up: parking_lot::Mutex::new(None),
             requested: Mutex::new(false),
             wake: Condvar::new(),
         }
@@ -70,13 +85,42 @@ impl Lifecycle {
         }
     }
 
-    /// `Running → Draining`, stamping when. `false` if a drain had begun already.
-    pub fn begin_drain(&self) -> bool {
+    /// `Running → Draining`, stamping when, with what is left cancelled `graceful` later.
+    /// Returns that moment (clock ns), or `None` if a drain had begun already.
+    pub fn begin_drain(&self, graceful: Duration) -> Option<u64> {
         if !self.phase.transition(Phase::Running, Phase::Draining) {
-            return false;
+            return None;
         }
-        self.drain_started_ns.store(clock::now_ns().max(1), Release);
-        true
+        // Until these are stored, a reader sees a drain with no deadline yet: harmless.
+        let now = clock::now_ns().max(1);
+        let cancel_at = now.saturating_add(clock::ns(graceful));
+        self.cancel_at_ns.store(cancel_at, Release);
+        self.drain_started_ns.store(now, Release);
+        Some(cancel_at)
+    }
+
+    /// `true` once the drain's `--graceful-timeout` has run out: new requests get 503.
+    pub fn past_graceful_timeout(&self, now: u64) -> bool {
+        self.is_draining() && now >= self.cancel_at_ns.load(Acquire)
+    }
+
+    /// `Draining → Closing`: the listener closes once the accept loop has taken everything that
+    /// reached it before `wake_up`, the drain's own connection (whose local address this is).
+    pub fn begin_closing(&self, wake_up: Option<SocketAddr>) {
+        *self.wake_up.lock() = wake_up;
+        self.phase.transition(Phase::Draining, Phase::Closing);
+    }
+
+    /// Whether `peer` is the drain's own wake-up connection.
+    pub fn is_wake_up(&self, peer: SocketAddr) -> bool {
+        *self.wake_up.lock() == Some(peer)
+    }
+
+    /// Waits `d` (the shutdown delay).
+    pub fn pause(&self, d: Duration) {
+        let mut r = self.requested.lock();
+        let end = std::time::Instant::now() + d;
+        while !self.wake.wait_until(&mut r, end).timed_out() {}
     }
 
     /// The drain is over: wakes every [`wait_stopped`](Lifecycle::wait_stopped).
@@ -107,8 +151,12 @@ mod tests {
         let l2 = Arc::clone(&l);
         let supervisor = std::thread::spawn(move || {
             l2.wait_for_request();
-            assert!(l2.begin_drain());
-            assert!(!l2.begin_drain(), "a second drain does not begin");
+            assert!(l2.begin_drain(Duration::from_secs(30)).is_some());
+            assert!(l2.begin_drain(Duration::from_secs(30)).is_none(), "a second drain does not begin");
+            assert!(!l2.past_graceful_timeout(clock::now_ns()));
+            assert!(l2.past_graceful_timeout(u64::MAX));
+            l2.begin_closing(None);
+            assert_eq!(l2.phase(), Phase::Closing);
             l2.mark_stopped();
         });
         l.request_drain();

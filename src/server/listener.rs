@@ -11,6 +11,7 @@ use log::{debug, error, info};
 use crate::http::response::{encode, Framing};
 use crate::metrics::Rejected;
 use crate::runtime::refusal::Refusal;
+use crate::server::lifecycle::Phase;
 use crate::server::shared::Shared;
 
 /// Refusals answered at once beyond `--max-connections`; past this many more (a flood), new
@@ -31,7 +32,7 @@ fn accept_loop(listener: may::net::TcpListener, shared: Arc<Shared>) {
         let (stream, peer) = match listener.accept() {
             Ok(x) => x,
             Err(e) => {
-                if shared.lifecycle.is_draining() {
+                if shared.lifecycle.phase() >= Phase::Closing {
                     break;
                 }
                 // EMFILE and friends: back off instead of spinning.
@@ -40,17 +41,15 @@ fn accept_loop(listener: may::net::TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let stopping = shared.lifecycle.is_draining();
+        if shared.lifecycle.phase() >= Phase::Closing && shared.lifecycle.is_wake_up(peer) {
+            // The drain's own connection: everything that reached the listener before it has
+            // been accepted (the backlog is first in, first out). Closing the listener now
+            // refuses only what comes later.
+            break;
+        }
         let _ = stream.set_nodelay(true);
         let open = shared.conns.open.fetch_add(1, AcqRel) + 1;
         let shared2 = Arc::clone(&shared);
-        if stopping {
-            // Accepted as the drain began (the drain's own wake-up connection, or a client that
-            // raced it): serve it like any connection open at the drain, so a request on it is
-            // answered 503 + close instead of meeting a closed socket. Then stop accepting.
-            spawn_connection(stream, peer, shared2);
-            break;
-        }
         if open > shared.settings.max_connections {
             shared.metrics.reject(Rejected::MaxConnections);
             if open > shared.settings.max_connections.saturating_add(MAX_REFUSING) {
@@ -66,6 +65,7 @@ fn accept_loop(listener: may::net::TcpListener, shared: Arc<Shared>) {
             });
             continue;
         }
+        // Accepted, also during a drain: served to the end.
         spawn_connection(stream, peer, shared2);
     }
     info!("stopped accepting connections");

@@ -5,6 +5,7 @@
 //! stopped), [`listener`] (the accept coroutine) and [`conn`] (one coroutine per connection).
 
 pub(crate) mod conn;
+pub(crate) mod connections;
 pub(crate) mod lifecycle;
 pub(crate) mod listener;
 pub(crate) mod shared;
@@ -21,12 +22,12 @@ use crate::app::App;
 use crate::http::parse::Limits;
 use crate::logging::OncePerSecond;
 use crate::metrics::Metrics;
-use crate::runtime::clock;
 use crate::runtime::pool::{Pool, PoolConfig};
 use crate::runtime::watchdog::{Watchdog, WatchdogConfig};
 use crate::settings::Settings;
 use lifecycle::Lifecycle;
-use shared::{Connections, RequestIds, Shared};
+use connections::Connections;
+use shared::{RequestIds, Shared};
 
 /// The server. [`Server::start`] binds and returns a [`ServerHandle`]; [`Server::serve`] also
 /// installs the Ctrl-C / SIGTERM handler and blocks until the drain is over.
@@ -183,21 +184,48 @@ impl ShutdownTrigger {
     }
 }
 
-/// The drain, on the lifecycle thread: readiness fails and the listener closes at once;
-/// requests in flight get up to `--graceful-timeout` (the watchdog cancels what is left), then
-/// the workers and the watchdog stop.
+/// The drain, on the lifecycle thread, made for load balancers:
+/// 1. readiness fails at once (liveness holds);
+/// 2. for `--shutdown-delay` everything else works as usual, except that responses carry
+///    `Connection: close`, so the balancer notices and keep-alive clients move on;
+/// 3. then the listener closes (after accepting what already reached it) and idle keep-alive
+///    connections are closed, while everything accepted is finished: requests being received,
+///    queued (under their own deadlines), running, and responses being written;
+/// 4. `--graceful-timeout` after the signal, what is still queued gets 503 and what still runs
+///    504 (the watchdog), and the last answers are written (bounded by `--write-timeout`);
+/// 5. the workers and the watchdog stop.
 fn drain(shared: &Shared, addr: SocketAddr) {
-    if !shared.lifecycle.begin_drain() {
+    let s = &shared.settings;
+    let Some(cancel_at) = shared.lifecycle.begin_drain(s.graceful_timeout) else {
         return;
-    }
-    let grace = shared.settings.graceful_timeout;
-    info!("shutting down: no new connections; in-flight requests get up to {:?} (--graceful-timeout)", grace);
-    shared.watchdog.begin_drain(clock::now_ns().saturating_add(clock::ns(grace)));
-    // Wake the accept coroutine so it sees the drain.
-    let _ = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200));
-    let hard_stop = Instant::now() + grace + Duration::from_secs(2);
-    while shared.conns.active.load(Acquire) > 0 && Instant::now() < hard_stop {
+    };
+    shared.watchdog.begin_drain(cancel_at);
+    let delay = s.shutdown_delay.min(s.graceful_timeout);
+    info!(
+        "shutting down: not ready; serving {:?} more (--shutdown-delay), then closing the listener; \
+         requests get up to {:?} in all (--graceful-timeout)",
+        delay, s.graceful_timeout
+    );
+    shared.lifecycle.pause(delay);
+
+    // Wake the accept coroutine with a connection of our own: it accepts whatever reached the
+    // listener before it, then closes the listener.
+    let wake_up = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200));
+    shared.lifecycle.begin_closing(wake_up.as_ref().ok().and_then(|c| c.local_addr().ok()));
+    drop(wake_up);
+    let idle = shared.conns.close_idle();
+    info!(
+        "listener closed; {idle} idle connections closed; finishing {} busy connections",
+        shared.conns.busy_count()
+    );
+
+    let hard_stop = Instant::now() + s.graceful_timeout.saturating_sub(delay) + s.write_timeout + Duration::from_secs(1);
+    while shared.conns.busy_count() > 0 && Instant::now() < hard_stop {
         std::thread::sleep(Duration::from_millis(10));
+    }
+    let left = shared.conns.busy_count();
+    if left > 0 {
+        warn!("drain: {left} connections still busy at the hard stop; they end with the process");
     }
     shared.pool.stop();
     shared.watchdog.stop();

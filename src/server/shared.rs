@@ -3,7 +3,7 @@
 //! in-flight list and timeout log, the lifecycle its phase), plus the few counts that belong to
 //! the server itself (connections, requests being served, request ids).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicU64, Ordering::*};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use crate::runtime::pool::Pool;
 use crate::runtime::routes::RouteTable;
 use crate::runtime::state::TimeoutReason;
 use crate::runtime::watchdog::Watchdog;
+use crate::server::connections::Connections;
 use crate::server::lifecycle::Lifecycle;
 use crate::settings::Settings;
 
@@ -32,15 +33,6 @@ pub(crate) struct Shared {
     pub ids: RequestIds,
     /// Keeps the "queue full" warning to one line per second under overload.
     pub queue_full_log: OncePerSecond,
-}
-
-/// The server's own counts of connections and of requests being served.
-#[derive(Default)]
-pub(crate) struct Connections {
-    /// Open client connections (refused ones included while their 503 is written).
-    pub open: AtomicUsize,
-    /// Requests read whose response has not been written yet: what a drain waits for.
-    pub active: AtomicUsize,
 }
 
 /// Request ids: `<process prefix>-<counter>`, and the counter alone as the server-unique number.
@@ -113,13 +105,15 @@ impl Shared {
             .flat_map(|(id, _)| TimeoutReason::ALL.iter().map(move |&r| (id, r)))
             .map(|(id, r)| (id, r, self.watchdog.timeouts(id, r)))
             .collect();
+        let pool = self.pool.stats();
         Snapshot {
-            pool: self.pool.stats(),
+            requests_in_flight: pool.queue_depth + pool.busy + pool.detached,
+            pool,
             log_records_dropped: crate::logging::dropped_records() + watchdog.offload_dropped_logs,
             watchdog,
             timeouts,
             connections_open: self.conns.open.load(Relaxed),
-            requests_in_flight: self.conns.active.load(Relaxed),
+            connections_busy: self.conns.busy_count(),
         }
     }
 }

@@ -1,0 +1,136 @@
+//! The server's open connections, as a drain sees them: which are busy (a request on its way in,
+//! being handled, or its response being written — or a fresh connection that has not sent its
+//! first request yet) and must be finished, and which are idle keep-alive connections that can
+//! be closed.
+//!
+//! Each connection registers once (a lock per connection, none per request) and flips its own
+//! phase with one atomic operation per request; `busy` is the count a drain waits for.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::platform::PeerProbe;
+use crate::runtime::state::{u8_enum, AtomicEnum};
+
+u8_enum! {
+    /// What a connection is doing, for the drain.
+    pub(crate) enum ConnPhase {
+        /// Fresh (no request yet), or a request between its first byte and its written response.
+        Busy = 0 => "busy",
+        /// Waiting for the next request on a kept-alive connection.
+        Idle = 1 => "idle",
+        /// Idle when the drain closed it: its read side is shut.
+        Closing = 2 => "closing",
+    }
+}
+
+/// One connection's entry.
+pub(crate) struct ConnSlot {
+    id: u64,
+    phase: AtomicEnum<ConnPhase>,
+    socket: Option<PeerProbe>,
+}
+
+#[derive(Default)]
+pub(crate) struct Connections {
+    /// Open client connections (refused ones included while their 503 is written).
+    pub open: AtomicUsize,
+    /// Connections in phase `Busy`: what a drain waits for.
+    busy: AtomicUsize,
+    next_id: AtomicU64,
+    registered: Mutex<HashMap<u64, Arc<ConnSlot>>>,
+}
+
+impl Connections {
+    /// A new connection, busy until its first request has been answered.
+    pub fn register(&self, socket: Option<PeerProbe>) -> Arc<ConnSlot> {
+        let id = self.next_id.fetch_add(1, Relaxed);
+        let slot = Arc::new(ConnSlot { id, phase: AtomicEnum::new(ConnPhase::Busy), socket });
+        self.busy.fetch_add(1, AcqRel);
+        self.registered.lock().insert(id, Arc::clone(&slot));
+        slot
+    }
+
+    /// The connection ends. Call before its socket is closed.
+    pub fn unregister(&self, slot: &ConnSlot) {
+        self.registered.lock().remove(&slot.id);
+        if slot.phase.swap(ConnPhase::Closing, AcqRel) == ConnPhase::Busy {
+            self.busy.fetch_sub(1, AcqRel);
+        }
+    }
+
+    /// The connection waits for its next request.
+    pub fn idle(&self, slot: &ConnSlot) {
+        if slot.phase.transition(ConnPhase::Busy, ConnPhase::Idle) {
+            self.busy.fetch_sub(1, AcqRel);
+        }
+    }
+
+    /// Bytes of a next request arrived. `false`: the drain closed the connection meanwhile
+    /// (its read side is shut); what was read may still be served, nothing more will come.
+    pub fn busy(&self, slot: &ConnSlot) -> bool {
+        if slot.phase.transition(ConnPhase::Idle, ConnPhase::Busy) {
+            self.busy.fetch_add(1, AcqRel);
+            return true;
+        }
+        slot.phase.load(Acquire) == ConnPhase::Busy
+    }
+
+    /// Connections that must be finished before the server may stop.
+    pub fn busy_count(&self) -> usize {
+        self.busy.load(Acquire)
+    }
+
+    /// Closes every idle connection (its coroutine wakes to end-of-file and ends quietly).
+    /// Returns how many.
+    pub fn close_idle(&self) -> usize {
+        let registered = self.registered.lock();
+        let mut closed = 0;
+        for slot in registered.values() {
+            if slot.phase.transition(ConnPhase::Idle, ConnPhase::Closing) {
+                if let Some(s) = &slot.socket {
+                    s.shutdown_read();
+                }
+                closed += 1;
+            }
+        }
+        closed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_counts_fresh_and_working_connections_but_not_idle_or_closed_ones() {
+        let c = Connections::default();
+        let a = c.register(None);
+        let b = c.register(None);
+        assert_eq!(c.busy_count(), 2, "fresh connections count as busy");
+        c.idle(&a);
+        assert_eq!(c.busy_count(), 1);
+        assert_eq!(c.close_idle(), 1);
+        assert!(!c.busy(&a), "a closed connection does not become busy again");
+        assert_eq!(c.busy_count(), 1);
+        c.unregister(&a);
+        c.unregister(&b);
+        assert_eq!(c.busy_count(), 0);
+        assert!(c.registered.lock().is_empty());
+    }
+
+    #[test]
+    fn an_idle_connection_that_gets_a_request_before_the_drain_is_not_closed() {
+        let c = Connections::default();
+        let a = c.register(None);
+        c.idle(&a);
+        assert!(c.busy(&a));
+        assert_eq!(c.close_idle(), 0);
+        assert_eq!(c.busy_count(), 1);
+        c.unregister(&a);
+        assert_eq!(c.busy_count(), 0);
+    }
+}
