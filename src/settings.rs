@@ -73,6 +73,10 @@ macro_rules! settings_table {
             body_timeout: Duration = secs(30), DURATION, Above(Duration::ZERO);
             /// time a response write may stall (client not reading) before the connection drops.
             write_timeout: Duration = secs(30), DURATION, Above(Duration::ZERO);
+            /// honour a deadline sent by the upstream (`grpc-timeout`,
+            /// `x-envoy-expected-rq-timeout-ms`, `x-request-timeout-ms`): it can only shorten a
+            /// route's; turn on only behind a proxy that sets or strips these fields.
+            trust_upstream_deadline: bool = false, SWITCH, Any;
             /// most open client connections; beyond it, new ones get 503 and are closed.
             max_connections: usize = 10_000, INT, AtLeast(1);
             /// log line format.

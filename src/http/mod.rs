@@ -2,12 +2,14 @@
 //! clocks (and no imports from the rest of the crate), so every framing rule is a unit test and
 //! a fuzz target.
 //!
+//! - [`deadline`]: the deadlines an upstream sends in header fields;
 //! - [`parse`]: the request head (`parse_head`: httparse plus every RFC 9112 rule and limit) and
 //!   chunked body decoding (`ChunkedDecoder`);
 //! - [`request`]: the [`Request`](request::Request) a handler sees (one owned copy of the head);
 //! - [`response`]: the [`Response`](response::Response) and its encoder (status line, `Date`,
 //!   `Content-Length`, `Connection`, the request id).
 
+pub mod deadline;
 pub mod parse;
 pub mod request;
 pub mod response;

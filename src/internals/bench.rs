@@ -70,6 +70,7 @@ pub fn inflight_alloc_and_drop() {
             uid: 1,
             seq: 1,
             start_ns: 1_000,
+            upstream_timeout: None,
             reply: None,
             peer: None,
         };
@@ -121,6 +122,7 @@ impl Bookkeeping {
             uid: seq,
             seq,
             start_ns: clock::now_ns(),
+            upstream_timeout: None,
             reply: Some(Arc::clone(&self.slot)),
             peer: None,
         };
@@ -173,6 +175,7 @@ impl Hop {
                 uid: seq,
                 seq,
                 start_ns: clock::now_ns(),
+                upstream_timeout: None,
                 reply: Some(Arc::clone(&slot)),
                 peer: None,
             };

@@ -33,8 +33,10 @@ pub(crate) struct Inflight {
     answered: AtomicBool,
     /// When the request had been read: the deadline clock starts here.
     pub start_ns: u64,
-    /// The absolute ceiling.
+    /// The absolute ceiling: the route's, or an upstream's if that came sooner.
     pub deadline_ns: u64,
+    /// Whether `deadline_ns` is an upstream's (`--trust-upstream-deadline`).
+    pub upstream_deadline: bool,
     /// Stall timeout in ns, 0 for none.
     stall_ns: u64,
     pub last_progress_ns: AtomicU64,
@@ -82,6 +84,8 @@ pub(crate) struct Arrival {
     pub seq: u64,
     /// When the request had been read (clock ns).
     pub start_ns: u64,
+    /// The time an upstream gave the request, if trusted: it can only shorten the route's.
+    pub upstream_timeout: Option<Duration>,
     pub reply: Option<Arc<ReplySlot>>,
     pub peer: Option<PeerProbe>,
 }
@@ -89,6 +93,8 @@ pub(crate) struct Arrival {
 impl Inflight {
     /// A queued request of `route`, whose deadline runs from `a.start_ns`.
     pub fn new(a: Arrival, route: &RouteInfo) -> Self {
+        let upstream_deadline = a.upstream_timeout.is_some_and(|u| u < route.timeout);
+        let timeout = if upstream_deadline { a.upstream_timeout.unwrap_or(route.timeout) } else { route.timeout };
         Inflight {
             req: a.req,
             route: a.route,
@@ -97,7 +103,8 @@ impl Inflight {
             state: AtomicEnum::new(RequestState::Queued),
             answered: AtomicBool::new(false),
             start_ns: a.start_ns,
-            deadline_ns: a.start_ns.saturating_add(clock::ns(route.timeout)),
+            deadline_ns: a.start_ns.saturating_add(clock::ns(timeout)),
+            upstream_deadline,
             stall_ns: route.stall.map_or(0, clock::ns),
             last_progress_ns: AtomicU64::new(a.start_ns),
             run_start_ns: AtomicU64::new(0),
@@ -120,8 +127,16 @@ impl Inflight {
     /// A running record with no server behind it, for `Ctx::detached`.
     pub fn detached(req: Request, timeout: Duration) -> Self {
         let route = RouteInfo { method: "GET".into(), pattern: "".into(), timeout, stall: None };
-        let a =
-            Arrival { req, route: RouteId::new(0), uid: 0, seq: 0, start_ns: clock::now_ns(), reply: None, peer: None };
+        let a = Arrival {
+            req,
+            route: RouteId::new(0),
+            uid: 0,
+            seq: 0,
+            start_ns: clock::now_ns(),
+            upstream_timeout: None,
+            reply: None,
+            peer: None,
+        };
         let me = Inflight::new(a, &route);
         me.state.store(RequestState::Running, Relaxed);
         me
@@ -239,9 +254,42 @@ mod tests {
         let route = RouteInfo { method: "GET".into(), pattern: "/t".into(), timeout, stall: None };
         let req = Request::builder("GET", "/t").build();
         Inflight::new(
-            Arrival { req, route: RouteId::new(0), uid: 1, seq: 0, start_ns: 1_000, reply: None, peer: None },
+            Arrival {
+                req,
+                route: RouteId::new(0),
+                uid: 1,
+                seq: 0,
+                start_ns: 1_000,
+                upstream_timeout: None,
+                reply: None,
+                peer: None,
+            },
             &route,
         )
+    }
+
+    #[test]
+    fn an_upstream_deadline_can_shorten_the_routes_but_never_extend_it() {
+        let route =
+            RouteInfo { method: "GET".into(), pattern: "/t".into(), timeout: Duration::from_secs(2), stall: None };
+        let with = |upstream: Option<Duration>| {
+            let req = Request::builder("GET", "/t").build();
+            let a = Arrival {
+                req,
+                route: RouteId::new(0),
+                uid: 1,
+                seq: 0,
+                start_ns: 0,
+                upstream_timeout: upstream,
+                reply: None,
+                peer: None,
+            };
+            let r = Inflight::new(a, &route);
+            (r.deadline_ns, r.upstream_deadline)
+        };
+        assert_eq!(with(None), (2_000_000_000, false));
+        assert_eq!(with(Some(Duration::from_millis(500))), (500_000_000, true));
+        assert_eq!(with(Some(Duration::from_secs(60))), (2_000_000_000, false));
     }
 
     #[test]
@@ -285,7 +333,16 @@ mod tests {
         };
         let req = Request::builder("GET", "/r").build();
         let r = Inflight::new(
-            Arrival { req, route: RouteId::new(0), uid: 1, seq: 0, start_ns: 0, reply: None, peer: None },
+            Arrival {
+                req,
+                route: RouteId::new(0),
+                uid: 1,
+                seq: 0,
+                start_ns: 0,
+                upstream_timeout: None,
+                reply: None,
+                peer: None,
+            },
             &route,
         );
         assert_eq!(r.effective_deadline_ns(), 1_000_000_000);

@@ -16,6 +16,9 @@ pub(crate) enum Refusal {
     TooManyConnections,
     /// The request's deadline passed while it waited for a worker (503).
     QueuedPastDeadline,
+    /// The deadline its upstream sent passed before a worker could start it (504: the
+    /// upstream has given up on it).
+    UpstreamDeadline,
     /// Its handler ran past the route's ceiling (504).
     Timeout,
     /// Its handler reported no progress within the route's stall timeout (504).
@@ -42,7 +45,7 @@ impl Refusal {
     pub fn status(self) -> u16 {
         match self {
             Refusal::QueueFull | Refusal::Draining | Refusal::TooManyConnections | Refusal::QueuedPastDeadline => 503,
-            Refusal::Timeout | Refusal::Stall | Refusal::ShutdownCancelled => 504,
+            Refusal::UpstreamDeadline | Refusal::Timeout | Refusal::Stall | Refusal::ShutdownCancelled => 504,
             Refusal::Panic => 500,
         }
     }
@@ -54,6 +57,7 @@ impl Refusal {
             Refusal::Draining => "server shutting down",
             Refusal::TooManyConnections => "too many connections",
             Refusal::QueuedPastDeadline => "deadline passed while queued",
+            Refusal::UpstreamDeadline => "the upstream's deadline passed before the request could run",
             Refusal::Timeout => "request exceeded its deadline",
             Refusal::Stall => "request stalled: no progress within the route's stall timeout",
             Refusal::ShutdownCancelled => "server shutting down: request cancelled",
@@ -84,6 +88,7 @@ mod tests {
             Refusal::Draining,
             Refusal::TooManyConnections,
             Refusal::QueuedPastDeadline,
+            Refusal::UpstreamDeadline,
             Refusal::Timeout,
             Refusal::Stall,
             Refusal::ShutdownCancelled,

@@ -79,6 +79,7 @@ impl Fixture {
             uid,
             seq: uid,
             start_ns: clock::now_ns(),
+            upstream_timeout: None,
             reply: Some(Arc::clone(&slot)),
             peer: None,
         };

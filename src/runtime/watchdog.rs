@@ -275,7 +275,10 @@ impl Watchdog {
         }
         r.set_timeout_reason(reason);
         self.count_timeout(r.route, reason);
-        let refusal = Refusal::for_timeout(reason, true);
+        let refusal = match Refusal::for_timeout(reason, true) {
+            Refusal::QueuedPastDeadline if r.upstream_deadline => Refusal::UpstreamDeadline,
+            other => other,
+        };
         r.answer(refusal.response());
         let rec = self.record_timeout(r, reason, now, Outcome::NotRun);
         self.offload.log(move || {
@@ -283,9 +286,10 @@ impl Watchdog {
                 target: "vigil::watchdog",
                 event = "timeout", id = rec.id.as_str(), method = rec.method.as_str(), path = rec.path.as_str(),
                 route = rec.route.as_str(), reason = rec.reason.label(), elapsed = rec.elapsed, deadline = rec.deadline,
-                stage = "", status = 503u16, outcome = "not_run";
-                "timeout id={} {} {} route={} reason={} elapsed={:.3}s deadline={:.3}s: {}; answered 503, handler never ran",
+                stage = "", status = refusal.status(), outcome = "not_run";
+                "timeout id={} {} {} route={} reason={} elapsed={:.3}s deadline={:.3}s: {}; answered {}, handler never ran",
                 rec.id, rec.method, rec.path, rec.route, rec.reason.label(), rec.elapsed, rec.deadline, refusal.message(),
+                refusal.status(),
             )
         });
     }
@@ -593,6 +597,7 @@ mod tests {
                 uid: 99,
                 seq: 0,
                 start_ns: start,
+                upstream_timeout: None,
                 reply: Some(Arc::clone(&slot)),
                 peer: None,
             },

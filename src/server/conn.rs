@@ -302,7 +302,16 @@ impl Conn<'_> {
         let slot = Arc::clone(self.reply.get_or_insert_with(ReplySlot::new));
         // The deadline clock starts once the request is read: that is `t0` unless a body was read.
         let start_ns = if has_body { clock::now_ns() } else { t0 };
-        let arrival = Arrival { req, route, uid, seq, start_ns, reply: Some(slot), peer: PeerProbe::new(&self.stream) };
+        let arrival = Arrival {
+            upstream_timeout: if shared.settings.trust_upstream_deadline { upstream_timeout(&req) } else { None },
+            req,
+            route,
+            uid,
+            seq,
+            start_ns,
+            reply: Some(slot),
+            peer: PeerProbe::new(&self.stream),
+        };
         let job = Arc::new(Inflight::new(arrival, info));
         match shared.pool.submit(Arc::clone(&job)) {
             Ok(()) => shared.watchdog.register(&job),
@@ -578,6 +587,12 @@ pub(crate) fn linger_close(stream: &mut TcpStream) {
 
 fn is_timeout(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock)
+}
+
+/// The shortest deadline the request's upstream sent (`--trust-upstream-deadline`).
+#[inline(never)]
+fn upstream_timeout(req: &Request) -> Option<std::time::Duration> {
+    req.headers().filter_map(|(k, v)| crate::http::deadline::parse(k, v)).min()
 }
 
 /// Accepts a client's `X-Request-Id` if it is short and plain (no spaces or control characters).

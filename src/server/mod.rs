@@ -25,8 +25,8 @@ use crate::metrics::Metrics;
 use crate::runtime::pool::{Pool, PoolConfig};
 use crate::runtime::watchdog::{Watchdog, WatchdogConfig};
 use crate::settings::Settings;
-use lifecycle::Lifecycle;
 use connections::Connections;
+use lifecycle::Lifecycle;
 use shared::{RequestIds, Shared};
 
 /// The server. [`Server::start`] binds and returns a [`ServerHandle`]; [`Server::serve`] also
@@ -214,12 +214,10 @@ fn drain(shared: &Shared, addr: SocketAddr) {
     shared.lifecycle.begin_closing(wake_up.as_ref().ok().and_then(|c| c.local_addr().ok()));
     drop(wake_up);
     let idle = shared.conns.close_idle();
-    info!(
-        "listener closed; {idle} idle connections closed; finishing {} busy connections",
-        shared.conns.busy_count()
-    );
+    info!("listener closed; {idle} idle connections closed; finishing {} busy connections", shared.conns.busy_count());
 
-    let hard_stop = Instant::now() + s.graceful_timeout.saturating_sub(delay) + s.write_timeout + Duration::from_secs(1);
+    let hard_stop =
+        Instant::now() + s.graceful_timeout.saturating_sub(delay) + s.write_timeout + Duration::from_secs(1);
     while shared.conns.busy_count() > 0 && Instant::now() < hard_stop {
         std::thread::sleep(Duration::from_millis(10));
     }
