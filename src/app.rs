@@ -376,6 +376,9 @@ impl App {
         )
     }
 
+    /// Out of line: its frame stays off the connection coroutine's stack except while it runs
+    /// (see ARCHITECTURE.md, memory of an idle connection).
+    #[inline(never)]
     pub(crate) fn find(&self, method: &str, path: &str) -> Routed {
         let lookup_method = if method == "HEAD" { "GET" } else { method };
         let path = normalize(path);

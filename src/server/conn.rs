@@ -29,6 +29,7 @@ use crate::runtime::inflight::{Arrival, Inflight};
 use crate::runtime::pool::SubmitError;
 use crate::runtime::refusal::Refusal;
 use crate::runtime::reply::ReplySlot;
+use crate::runtime::routes::RouteId;
 use crate::runtime::state::RequestState;
 use crate::server::connections::ConnSlot;
 use crate::server::lifecycle::Phase;
@@ -292,51 +293,14 @@ impl Conn<'_> {
         let has_body = head.framing != BodyFraming::None;
         let body = self.read_body(&head)?;
         let keep_alive = head.keep_alive;
-        let mut req = Request::new(raw_head, head, body, self.peer, request_id);
-        req.set_params(params);
-        let info = shared.routes.get(route);
-        let timeout = info.timeout;
+        let timeout = shared.routes.get(route).timeout;
         let seq = self.seq;
         self.seq += 1;
         self.requests += 1;
-        let slot = Arc::clone(self.reply.get_or_insert_with(ReplySlot::new));
         // The deadline clock starts once the request is read: that is `t0` unless a body was read.
         let start_ns = if has_body { clock::now_ns() } else { t0 };
-        let arrival = Arrival {
-            upstream_timeout: if shared.settings.trust_upstream_deadline { upstream_timeout(&req) } else { None },
-            req,
-            route,
-            uid,
-            seq,
-            start_ns,
-            reply: Some(slot),
-            peer: PeerProbe::new(&self.stream),
-        };
-        let job = Arc::new(Inflight::new(arrival, info));
-        match shared.pool.submit(Arc::clone(&job)) {
-            Ok(()) => shared.watchdog.register(&job),
-            Err(e) => {
-                // Never queued: no worker or watchdog will see it.
-                job.transition(RequestState::Queued, RequestState::Done);
-                let refusal = match e {
-                    SubmitError::Full => {
-                        shared.metrics.reject(Rejected::QueueFull);
-                        if let Some(suppressed) = shared.queue_full_log.allow(t0) {
-                            warn!(
-                                event = "queue_full", id = job.req.id(), suppressed = suppressed;
-                                "queue full (--backlog {}): id={} answered 503 ({suppressed} more answered 503 \
-                                 queue full since the last such line; at most one line per second)",
-                                shared.settings.effective_backlog(),
-                                job.req.id()
-                            );
-                        }
-                        Refusal::QueueFull
-                    }
-                    SubmitError::Closed => Refusal::Draining,
-                };
-                job.answer(refusal.response());
-            }
-        }
+        let job =
+            self.enqueue(Request::new(raw_head, head, body, self.peer, request_id), params, route, uid, seq, start_ns);
         if self.flush().is_err() {
             // The client is gone; the watchdog notices it and cancels the handler.
         }
@@ -356,6 +320,40 @@ impl Conn<'_> {
         }
         self.log_request(&job, resp.status(), elapsed, budget);
         Ok(!close)
+    }
+
+    /// Wraps the request in its in-flight record and queues it (or answers it 503 when the queue
+    /// is full). Out of line, so that the record's construction does not add to the stack frame
+    /// the connection keeps while it waits (ARCHITECTURE.md, memory of an idle connection).
+    #[inline(never)]
+    fn enqueue(
+        &mut self,
+        mut req: Request,
+        params: crate::app::Params,
+        route: RouteId,
+        uid: u64,
+        seq: u64,
+        start_ns: u64,
+    ) -> Arc<Inflight> {
+        let shared = self.shared;
+        req.set_params(params);
+        let slot = Arc::clone(self.reply.get_or_insert_with(ReplySlot::new));
+        let arrival = Arrival {
+            upstream_timeout: if shared.settings.trust_upstream_deadline { upstream_timeout(&req) } else { None },
+            req,
+            route,
+            uid,
+            seq,
+            start_ns,
+            reply: Some(slot),
+            peer: PeerProbe::new(&self.stream),
+        };
+        let job = Arc::new(Inflight::new(arrival, shared.routes.get(route)));
+        match shared.pool.submit(Arc::clone(&job)) {
+            Ok(()) => shared.watchdog.register(&job),
+            Err(e) => refuse_unqueued(shared, &job, e, start_ns),
+        }
+        job
     }
 
     /// Waits for the answer to request `seq`.
@@ -587,6 +585,30 @@ pub(crate) fn linger_close(stream: &mut TcpStream) {
 
 fn is_timeout(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock)
+}
+
+/// A request the pool would not take: never queued, so no worker or watchdog will see it.
+#[cold]
+#[inline(never)]
+fn refuse_unqueued(shared: &Shared, job: &Inflight, e: SubmitError, now: u64) {
+    job.transition(RequestState::Queued, RequestState::Done);
+    let refusal = match e {
+        SubmitError::Full => {
+            shared.metrics.reject(Rejected::QueueFull);
+            if let Some(suppressed) = shared.queue_full_log.allow(now) {
+                warn!(
+                    event = "queue_full", id = job.req.id(), suppressed = suppressed;
+                    "queue full (--backlog {}): id={} answered 503 ({suppressed} more answered 503 \
+                     queue full since the last such line; at most one line per second)",
+                    shared.settings.effective_backlog(),
+                    job.req.id()
+                );
+            }
+            Refusal::QueueFull
+        }
+        SubmitError::Closed => Refusal::Draining,
+    };
+    job.answer(refusal.response());
 }
 
 /// The shortest deadline the request's upstream sent (`--trust-upstream-deadline`).
