@@ -56,6 +56,11 @@ impl Histogram {
         self.sum_micros.fetch_add((v.max(0.0) * 1e6) as u64, Relaxed);
     }
 
+    /// Observations so far.
+    fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Relaxed)).sum()
+    }
+
     fn snapshot(&self) -> HistogramSnapshot {
         let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
         HistogramSnapshot {
@@ -80,7 +85,13 @@ fn duration_bounds(timeout: Duration) -> Vec<f64> {
     b
 }
 
+/// The methods that get their own `unmatched` series; any other is counted as `other` (the
+/// method is the client's to choose: the label set stays bounded).
+const UNMATCHED_METHODS: [&str; 10] =
+    ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE", "other"];
+
 struct RouteMetrics {
+    method: String,
     label: String,
     /// Responses by status code (100..=599), indexed by `status - 100`.
     statuses: Box<[AtomicU64]>,
@@ -104,10 +115,13 @@ pub(crate) struct Snapshot {
     pub log_records_dropped: u64,
 }
 
-/// The request counters and histograms of one server, bumped on the hot path.
+/// The request counters and histograms of one server, bumped on the hot path. Series are
+/// labelled by method and route pattern, so `GET /users` and `POST /users` are two series.
 pub(crate) struct Metrics {
-    /// One per app route, plus a last one for "unmatched".
+    /// One per app route, then one per `UNMATCHED_METHODS` entry for requests that matched none.
     routes: Vec<RouteMetrics>,
+    /// Index of the first "unmatched" entry.
+    unmatched: usize,
     rejected: [AtomicU64; 5],
     queue_wait: Histogram,
     start_time: f64,
@@ -115,32 +129,42 @@ pub(crate) struct Metrics {
 
 impl Metrics {
     pub fn new(routes: &RouteTable, default_timeout: Duration) -> Self {
-        let mk = |label: String, timeout: Duration| RouteMetrics {
-            label,
+        let mk = |method: &str, label: &str, timeout: Duration| RouteMetrics {
+            method: method.to_string(),
+            label: label.to_string(),
             statuses: (100..600).map(|_| AtomicU64::new(0)).collect(),
             duration: Histogram::new(duration_bounds(timeout)),
             budget: Histogram::new(vec![0.1, 0.25, 0.5, 0.8, 0.9, 1.0, 1.25]),
         };
-        let mut rm: Vec<RouteMetrics> = routes.iter().map(|(_, r)| mk(r.pattern.to_string(), r.timeout)).collect();
-        rm.push(mk(RouteTable::UNMATCHED.into(), default_timeout));
+        let mut rm: Vec<RouteMetrics> = routes.iter().map(|(_, r)| mk(&r.method, &r.pattern, r.timeout)).collect();
+        let unmatched = rm.len();
+        rm.extend(UNMATCHED_METHODS.iter().map(|m| mk(m, RouteTable::UNMATCHED, default_timeout)));
         let start_time =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
         Metrics {
             routes: rm,
+            unmatched,
             rejected: Default::default(),
             queue_wait: Histogram::new(vec![0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
             start_time,
         }
     }
 
-    fn route(&self, id: Option<RouteId>) -> &RouteMetrics {
-        let unmatched = self.routes.len() - 1;
-        &self.routes[id.map_or(unmatched, RouteId::index).min(unmatched)]
+    /// The series of `route`, or for a request that matched none, of its `method`.
+    fn route(&self, id: Option<RouteId>, method: &str) -> &RouteMetrics {
+        match id {
+            Some(id) if id.index() < self.unmatched => &self.routes[id.index()],
+            _ => {
+                let m = UNMATCHED_METHODS.iter().position(|&m| m == method).unwrap_or(UNMATCHED_METHODS.len() - 1);
+                &self.routes[self.unmatched + m]
+            }
+        }
     }
 
-    /// Counts a response sent for `route` (`None`: matched no route). `budget`: elapsed / deadline.
-    pub fn response(&self, route: Option<RouteId>, status: u16, elapsed: Duration, budget: Option<f64>) {
-        let r = self.route(route);
+    /// Counts a response sent for `route` (`None`: matched no route; then `method`, the
+    /// request's, picks the series). `budget`: elapsed / deadline.
+    pub fn response(&self, route: Option<RouteId>, method: &str, status: u16, elapsed: Duration, budget: Option<f64>) {
+        let r = self.route(route, method);
         if (100..600).contains(&status) {
             r.statuses[(status - 100) as usize].fetch_add(1, Relaxed);
         }
@@ -190,38 +214,44 @@ impl Metrics {
 
     /// Every family, in exposition order.
     fn scrape(&self, snap: &Snapshot) -> Scrape {
-        let route = |r: &RouteMetrics| vec![("route", r.label.clone())];
+        let route = |r: &RouteMetrics| vec![("method", r.method.clone()), ("route", r.label.clone())];
+        // Series with no request yet are left out (an unmatched method nobody sent, say).
+        let used = |r: &&RouteMetrics| r.duration.count() > 0;
         let mut f = Vec::with_capacity(32);
         let mut requests = Vec::new();
         for r in &self.routes {
             for (i, c) in r.statuses.iter().enumerate() {
                 let n = c.load(Relaxed);
                 if n > 0 {
-                    requests.push((vec![("route", r.label.clone()), ("status", (i + 100).to_string())], n));
+                    let mut labels = route(r);
+                    labels.push(("status", (i + 100).to_string()));
+                    requests.push((labels, n));
                 }
             }
         }
-        f.push(Family::counter("vigil_requests_total", "Responses sent, by route and status.", requests));
+        f.push(Family::counter("vigil_requests_total", "Responses sent, by method, route and status.", requests));
         f.push(Family::histograms(
             "vigil_request_duration_seconds",
-            "Time from request read to response, by route.",
-            self.routes.iter().map(|r| (route(r), r.duration.snapshot())).collect(),
+            "Time from request read to response, by method and route.",
+            self.routes.iter().filter(used).map(|r| (route(r), r.duration.snapshot())).collect(),
         ));
         f.push(Family::histograms(
             "vigil_budget_used_ratio",
-            "Time from request read to response over the route's deadline, by route (1 = the whole budget).",
-            self.routes.iter().map(|r| (route(r), r.budget.snapshot())).collect(),
+            "Time from request read to response over the route's deadline, by method and route (1 = the whole budget).",
+            self.routes[..self.unmatched].iter().filter(used).map(|r| (route(r), r.budget.snapshot())).collect(),
         ));
         let timeouts = snap
             .timeouts
             .iter()
             .map(|&(id, reason, n)| {
-                (vec![("route", self.route(Some(id)).label.clone()), ("reason", reason.label().to_string())], n)
+                let mut labels = route(self.route(Some(id), ""));
+                labels.push(("reason", reason.label().to_string()));
+                (labels, n)
             })
             .collect();
         f.push(Family::counter(
             "vigil_request_timeouts_total",
-            "Requests timed out by the watchdog, by route and reason (deadline, stall, queue, shutdown).",
+            "Requests timed out by the watchdog, by method, route and reason (deadline, stall, queue, shutdown).",
             timeouts,
         ));
         f.push(Family::counter(
@@ -413,22 +443,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn render_counts_by_route_and_status_with_cumulative_buckets_and_escaped_labels() {
+    fn render_counts_by_method_route_and_status_with_cumulative_buckets_and_escaped_labels() {
         use crate::runtime::routes::RouteInfo;
-        let routes = RouteTable::new(vec![RouteInfo {
-            method: "GET".into(),
-            pattern: "/a\"b".into(),
+        let route = |method: &str, pattern: &str| RouteInfo {
+            method: method.into(),
+            pattern: pattern.into(),
             timeout: Duration::from_secs(2),
             stall: None,
-        }]);
-        let a = Some(RouteId::new(0));
+        };
+        let routes = RouteTable::new(vec![route("GET", "/a\"b"), route("POST", "/a\"b")]);
+        let (get, post) = (Some(RouteId::new(0)), Some(RouteId::new(1)));
         let m = Metrics::new(&routes, Duration::from_secs(30));
-        m.response(a, 200, Duration::from_millis(3), Some(0.0015));
-        m.response(a, 200, Duration::from_millis(1500), Some(0.75));
-        m.response(None, 404, Duration::from_micros(50), None);
+        m.response(get, "GET", 200, Duration::from_millis(3), Some(0.0015));
+        m.response(get, "HEAD", 200, Duration::from_millis(1500), Some(0.75));
+        m.response(post, "POST", 201, Duration::from_millis(3), Some(0.0015));
+        m.response(None, "GET", 404, Duration::from_micros(50), None);
+        m.response(None, "BREW", 404, Duration::from_micros(50), None);
         m.reject(Rejected::QueueFull);
         let snap = Snapshot {
-            timeouts: vec![(RouteId::new(0), TimeoutReason::Stall, 1)],
+            timeouts: vec![(RouteId::new(1), TimeoutReason::Stall, 1)],
             pool: PoolStats { queue_depth: 3, live: 4, ..Default::default() },
             log_records_dropped: 9,
             ..Default::default()
@@ -436,13 +469,16 @@ mod tests {
         let text = m.render(&snap);
         for line in [
             "# TYPE vigil_requests_total counter",
-            "vigil_requests_total{route=\"/a\\\"b\",status=\"200\"} 2",
-            "vigil_requests_total{route=\"unmatched\",status=\"404\"} 1",
-            "vigil_request_duration_seconds_bucket{route=\"/a\\\"b\",le=\"0.005\"} 1",
-            "vigil_request_duration_seconds_bucket{route=\"/a\\\"b\",le=\"1.6\"} 2",
-            "vigil_request_duration_seconds_bucket{route=\"/a\\\"b\",le=\"+Inf\"} 2",
-            "vigil_request_duration_seconds_count{route=\"/a\\\"b\"} 2",
-            "vigil_request_timeouts_total{route=\"/a\\\"b\",reason=\"stall\"} 1",
+            "vigil_requests_total{method=\"GET\",route=\"/a\\\"b\",status=\"200\"} 2",
+            "vigil_requests_total{method=\"POST\",route=\"/a\\\"b\",status=\"201\"} 1",
+            "vigil_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"} 1",
+            "vigil_requests_total{method=\"other\",route=\"unmatched\",status=\"404\"} 1",
+            "vigil_request_duration_seconds_bucket{method=\"GET\",route=\"/a\\\"b\",le=\"0.005\"} 1",
+            "vigil_request_duration_seconds_bucket{method=\"GET\",route=\"/a\\\"b\",le=\"1.6\"} 2",
+            "vigil_request_duration_seconds_bucket{method=\"GET\",route=\"/a\\\"b\",le=\"+Inf\"} 2",
+            "vigil_request_duration_seconds_count{method=\"GET\",route=\"/a\\\"b\"} 2",
+            "vigil_request_duration_seconds_count{method=\"POST\",route=\"/a\\\"b\"} 1",
+            "vigil_request_timeouts_total{method=\"POST\",route=\"/a\\\"b\",reason=\"stall\"} 1",
             "vigil_rejected_total{reason=\"queue_full\"} 1",
             "# TYPE vigil_queue_wait_seconds histogram",
             "vigil_queue_depth 3",
@@ -453,6 +489,14 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
         // A route's duration buckets reach past its deadline (2 s: 0.5, 1, 1.6, 1.8, 2, 3 s).
-        assert!(text.contains("vigil_request_duration_seconds_bucket{route=\"/a\\\"b\",le=\"3\"} 2"), "{text}");
+        assert!(text.contains("{method=\"GET\",route=\"/a\\\"b\",le=\"3\"} 2"), "{text}");
+        // No series twice: every sample line (name and labels) is unique.
+        let mut seen = std::collections::HashSet::new();
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            let series = l.rsplit_once(' ').unwrap().0;
+            assert!(seen.insert(series), "duplicate series {series}");
+        }
+        // Unmatched methods nobody sent have no series.
+        assert!(!text.contains("method=\"PUT\""), "{text}");
     }
 }

@@ -38,14 +38,20 @@ const FAMILIES: &[(&str, &str)] = &[
     ("process_start_time_seconds", "gauge"),
 ];
 
-/// Parses the exposition on stdin with `prometheus_client.parser` (the reference Python client)
-/// and checks every histogram: cumulative buckets never decrease and `+Inf` equals `_count`.
+/// Parses the exposition on stdin with `prometheus_client.parser` (the reference Python client),
+/// checks that no series appears twice, and checks every histogram: cumulative buckets never
+/// decrease and `+Inf` equals `_count`.
 const PARSE_PY: &str = r#"
 import json, sys
 from prometheus_client.parser import text_string_to_metric_families
-families, problems = {}, []
+families, problems, seen = {}, [], set()
 for fam in text_string_to_metric_families(sys.stdin.read()):
     families[fam.name] = fam.type
+    for s in fam.samples:
+        key = (s.name, tuple(sorted(s.labels.items())))
+        if key in seen:
+            problems.append("duplicate series %s%s" % key)
+        seen.add(key)
     if fam.type != "histogram":
         continue
     series = {}
@@ -72,21 +78,8 @@ fn python3() -> Option<&'static str> {
         .find(|p| Command::new(p).arg("--version").output().is_ok_and(|o| o.status.success()))
 }
 
-#[test]
-fn metrics_parse_with_the_prometheus_python_parser_and_every_family_has_its_type() {
-    let Some(py) = python3() else {
-        println!("SKIPPED: python3 is not installed, so the Prometheus parser check cannot run");
-        return;
-    };
-    let srv = ServerProc::start(&["--threads", "2", "--timeout", "1", "--cancel-grace", "0.2"]);
-    assert_eq!(get(srv.addr, "/").status, 200);
-    assert_eq!(get(srv.addr, "/nope").status, 404);
-    assert_eq!(get(srv.addr, "/cooperative-spin").status, 504);
-    let resp = get(srv.admin(), "/metrics");
-    assert_eq!(resp.status, 200);
-    assert_eq!(resp.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
-    let text = resp.text();
-
+/// What the Python Prometheus parser makes of `text` (see `PARSE_PY`); panics if it rejects it.
+fn prometheus_parse(py: &str, text: &str) -> Value {
     let mut child = Command::new(py)
         .args(["-c", PARSE_PY])
         .stdin(Stdio::piped())
@@ -102,7 +95,61 @@ fn metrics_parse_with_the_prometheus_python_parser_and_every_family_has_its_type
         "the Python Prometheus client is missing: run `pip install prometheus-client`"
     );
     assert!(out.status.success(), "the Prometheus parser rejected /metrics: {stderr}\n{text}");
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn two_methods_on_one_path_are_two_series_and_the_scrape_has_no_duplicate() {
+    let Some(py) = python3() else {
+        println!("SKIPPED: python3 is not installed, so the Prometheus parser check cannot run");
+        return;
+    };
+    use vigil::{App, Ctx, Request, Response};
+    let app = App::new()
+        .get("/users", |_: &Request, _: &Ctx| Response::text("list"))
+        .post("/users", |_: &Request, _: &Ctx| Response::text("created").with_status(201));
+    let srv = start(settings(), app);
+    let addr = srv.local_addr();
+    assert_eq!(get(addr, "/users").status, 200);
+    assert_eq!(
+        raw(addr, b"POST /users HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap().status,
+        201
+    );
+    assert_eq!(
+        raw(addr, b"PUT /nope HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap().status,
+        404
+    );
+    let text = get(srv.admin_addr().unwrap(), "/metrics").text();
+    let report = prometheus_parse(py, &text);
+    assert_eq!(report["problems"], serde_json::json!([]), "{text}");
+    for line in [
+        "vigil_requests_total{method=\"GET\",route=\"/users\",status=\"200\"} 1",
+        "vigil_requests_total{method=\"POST\",route=\"/users\",status=\"201\"} 1",
+        "vigil_requests_total{method=\"PUT\",route=\"unmatched\",status=\"404\"} 1",
+        "vigil_request_duration_seconds_count{method=\"GET\",route=\"/users\"} 1",
+        "vigil_request_duration_seconds_count{method=\"POST\",route=\"/users\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    }
+    srv.stop();
+}
+
+#[test]
+fn metrics_parse_with_the_prometheus_python_parser_and_every_family_has_its_type() {
+    let Some(py) = python3() else {
+        println!("SKIPPED: python3 is not installed, so the Prometheus parser check cannot run");
+        return;
+    };
+    let srv = ServerProc::start(&["--threads", "2", "--timeout", "1", "--cancel-grace", "0.2"]);
+    assert_eq!(get(srv.addr, "/").status, 200);
+    assert_eq!(get(srv.addr, "/nope").status, 404);
+    assert_eq!(get(srv.addr, "/cooperative-spin").status, 504);
+    let resp = get(srv.admin(), "/metrics");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
+    let text = resp.text();
+
+    let report = prometheus_parse(py, &text);
     let parsed: BTreeMap<String, String> = report["families"]
         .as_object()
         .unwrap()
@@ -116,14 +163,16 @@ fn metrics_parse_with_the_prometheus_python_parser_and_every_family_has_its_type
     }
     assert_eq!(report["problems"], serde_json::json!([]), "{text}");
     // A few values, read back as a scraper would.
-    assert!(text.contains("vigil_requests_total{route=\"/\",status=\"200\"} 1\n"), "{text}");
-    assert!(text.contains("vigil_requests_total{route=\"unmatched\",status=\"404\"} 1\n"), "{text}");
+    assert!(text.contains("vigil_requests_total{method=\"GET\",route=\"/\",status=\"200\"} 1\n"), "{text}");
+    assert!(text.contains("vigil_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"} 1\n"), "{text}");
     assert!(
-        text.contains("vigil_request_timeouts_total{route=\"/cooperative-spin\",reason=\"deadline\"} 1\n"),
+        text.contains(
+            "vigil_request_timeouts_total{method=\"GET\",route=\"/cooperative-spin\",reason=\"deadline\"} 1\n"
+        ),
         "{text}"
     );
     // The duration buckets include the route's deadline (1 s here).
-    assert!(text.contains("vigil_request_duration_seconds_bucket{route=\"/\",le=\"1\"} 1\n"), "{text}");
+    assert!(text.contains("vigil_request_duration_seconds_bucket{method=\"GET\",route=\"/\",le=\"1\"} 1\n"), "{text}");
 }
 
 #[test]

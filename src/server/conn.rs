@@ -279,16 +279,16 @@ impl Conn<'_> {
         let (route, params) = match shared.app.find(method, path) {
             Routed::Found { route, params } => (route, params),
             Routed::NotFound => {
-                return self.answer_directly(Response::error(404, "not found"), &head, &request_id, false, t0);
+                return self.answer_directly(Response::error(404, "not found"), &head, method, &request_id, false, t0);
             }
             Routed::MethodNotAllowed(allow) => {
                 let resp = Response::error(405, "method not allowed").with_header("Allow", allow);
-                return self.answer_directly(resp, &head, &request_id, false, t0);
+                return self.answer_directly(resp, &head, method, &request_id, false, t0);
             }
         };
         if shared.lifecycle.past_graceful_timeout(t0) {
             shared.metrics.reject(Rejected::Draining);
-            return self.answer_directly(Refusal::Draining.response(), &head, &request_id, true, t0);
+            return self.answer_directly(Refusal::Draining.response(), &head, method, &request_id, true, t0);
         }
         let has_body = head.framing != BodyFraming::None;
         let body = self.read_body(&head)?;
@@ -313,7 +313,7 @@ impl Conn<'_> {
         let now = clock::now_ns();
         let elapsed = Duration::from_nanos(now.saturating_sub(t0));
         let budget = now.saturating_sub(job.start_ns) as f64 / timeout.as_nanos().max(1) as f64;
-        shared.metrics.response(Some(route), resp.status(), elapsed, Some(budget));
+        shared.metrics.response(Some(route), job.req.method(), resp.status(), elapsed, Some(budget));
         let ran_at = job.run_start_ns.load(Relaxed);
         if ran_at != 0 {
             shared.metrics.queue_wait(Duration::from_nanos(ran_at.saturating_sub(job.start_ns)));
@@ -406,6 +406,7 @@ impl Conn<'_> {
         &mut self,
         resp: Response,
         head: &Head,
+        method: &str,
         id: &str,
         close_anyway: bool,
         t0: u64,
@@ -426,7 +427,7 @@ impl Conn<'_> {
         let head_only = self.last_method_is_head;
         encode(&resp, &Framing { head_only, close, request_id: Some(id) }, &mut self.wbuf);
         let elapsed = Duration::from_nanos(clock::now_ns().saturating_sub(t0));
-        self.shared.metrics.response(None, resp.status(), elapsed, None);
+        self.shared.metrics.response(None, method, resp.status(), elapsed, None);
         if !close {
             self.requests += 1;
         }
@@ -550,7 +551,7 @@ impl Conn<'_> {
     fn fail(&mut self, status: u16, message: &str) {
         let resp = Response::error(status, message);
         encode(&resp, &Framing { head_only: false, close: true, request_id: None }, &mut self.wbuf);
-        self.shared.metrics.response(None, status, Duration::ZERO, None);
+        self.shared.metrics.response(None, "other", status, Duration::ZERO, None);
         if status == 400 || status == 431 || status == 414 || status == 413 {
             self.shared.metrics.reject(Rejected::BadRequest);
         }
