@@ -14,7 +14,10 @@ fn main() {
         std::process::exit(service_main(&args[1..]));
     }
     let settings = Settings::from_env_args_or_exit();
-    init_logging(&settings);
+    if let Err(e) = init_logging(&settings) {
+        eprintln!("vigil: {e}");
+        std::process::exit(ExitStatus::StartFailed.code().into());
+    }
     let app = demo::app(settings.timeout);
     let result = Server::serve(settings, app);
     vigil::logging::flush();
@@ -24,11 +27,23 @@ fn main() {
     }
 }
 
-fn init_logging(settings: &Settings) {
-    // `RUST_LOG` picks the levels (default `info`, may's own logs at `warn`); see vigil::logging.
-    if let Err(e) = vigil::logging::init(settings.log_format, settings.access_log) {
+/// Installs the logger: to `--log-file` (rotated by size) or stderr. `RUST_LOG` picks the
+/// levels (default `info`); see vigil::logging. Fails only when the log file can't be opened.
+fn init_logging(settings: &Settings) -> std::io::Result<()> {
+    let sink: Box<dyn std::io::Write + Send> = match &settings.log_file {
+        Some(path) => Box::new(open_log_file(settings, path)?),
+        None => Box::new(std::io::stderr()),
+    };
+    if let Err(e) = vigil::logging::init_with(settings.log_format, settings.access_log, sink) {
         eprintln!("vigil: could not install the logger: {e}");
     }
+    Ok(())
+}
+
+fn open_log_file(settings: &Settings, path: &std::path::Path) -> std::io::Result<vigil::logging::LogFile> {
+    vigil::logging::LogFile::open(path, settings.log_file_max_size, settings.log_file_keep).map_err(|e| {
+        std::io::Error::new(e.kind(), format!("--log-file: cannot open {} for writing: {e}", path.display()))
+    })
 }
 
 const SERVICE_USAGE: &str = "\
@@ -131,6 +146,28 @@ fn service_main(args: &[String]) -> i32 {
                 Ok(s) => s,
                 Err(code) => return code,
             };
+            if cfg!(not(windows)) {
+                return failed("install", &name, ServiceError::Unsupported);
+            }
+            match &settings.log_file {
+                // A service starts in C:\Windows\System32: a relative path would land there.
+                Some(path) if path.is_relative() => {
+                    eprintln!(
+                        "vigil service install: --log-file: a service starts in C:\\Windows\\System32, so give \
+                         an absolute path (e.g. C:\\vigil\\logs\\vigil.log), got {}",
+                        path.display()
+                    );
+                    return 2;
+                }
+                // Fail now, at the console, rather than at the service's first start.
+                Some(path) => {
+                    if let Err(e) = open_log_file(&settings, path) {
+                        eprintln!("vigil service install: {e}");
+                        return 1;
+                    }
+                }
+                None => eprintln!("note: a service has no console, so without --log-file PATH its log is lost"),
+            }
             let arguments = ["service", "run", name.as_str()].into_iter().map(String::from).chain(flags);
             let install = Install::new(&name, arguments)
                 .description(format!("vigil HTTP/1.1 application server (vigil service run {name})"))
@@ -176,9 +213,13 @@ fn service_main(args: &[String]) -> i32 {
                 Ok(s) => s,
                 Err(code) => return code,
             };
-            init_logging(&settings);
-            let app = demo::app(settings.timeout);
-            let result = Server::run_as_service(&name, settings, app);
+            // Opening the log file is part of the service's start, so that a failure there is
+            // reported to the Service Control Manager as a failed start.
+            let result = Server::run_as_service_with(&name, move || {
+                init_logging(&settings)?;
+                let app = demo::app(settings.timeout);
+                Ok((settings, app))
+            });
             vigil::logging::flush();
             match result {
                 Ok(()) => 0,

@@ -277,9 +277,9 @@ impl Server {
     ///
     /// - **Windows:** the process must have been started by the Service Control Manager
     ///   (installed with [`Install`], `vigil service install` or `sc create`, started with
-    ///   `sc start`/`net start`); otherwise [`ServiceError::NotStartedByScm`] (which takes about
-    ///   10 s to come back under Wine, and returns at once on Windows). A service has no console:
-    ///   give it a log file. `STOP`, `SHUTDOWN` and `PRESHUTDOWN` drain it; a user's logoff is
+    ///   `sc start`/`net start`); otherwise [`ServiceError::NotStartedByScm`] (under Wine that
+    ///   answer took between 0.1 s and 10 s to come). A service has no console: give it a log
+    ///   file (see [`run_as_service_with`](Server::run_as_service_with)). `STOP`, `SHUTDOWN` and `PRESHUTDOWN` drain it; a user's logoff is
     ///   ignored.
     /// - **Elsewhere:** [`Server::serve`]: prints the listening addresses, drains on
     ///   SIGTERM/SIGINT. `name` only appears in the log.
@@ -295,15 +295,41 @@ impl Server {
     /// }
     /// ```
     pub fn run_as_service(name: &str, settings: Settings, app: App) -> Result<(), ServiceError> {
+        Server::run_as_service_with(name, move || Ok((settings, app)))
+    }
+
+    /// [`run_as_service`](Server::run_as_service) with a setup step that runs once the service
+    /// has told the SCM it is starting. A setup that fails (a log file that can't be opened, a
+    /// configuration that can't be read) is then reported as a failed start
+    /// ([`ExitStatus::StartFailed`]) and returned as [`ServiceError::Start`], rather than leaving
+    /// the SCM waiting for a service that never connects (error 1053 after 30 s).
+    ///
+    /// ```no_run
+    /// use vigil::{App, Response, Server, Settings};
+    ///
+    /// let result = Server::run_as_service_with("my-api", || {
+    ///     let log = vigil::logging::LogFile::open(r"C:\my-api\logs\my-api.log", 64 << 20, 5)?;
+    ///     let _ = vigil::logging::init_with(vigil::LogFormat::Json, false, Box::new(log));
+    ///     let app = App::new().get("/", |_req, _ctx| Response::text("hello"));
+    ///     Ok((Settings::default(), app))
+    /// });
+    /// ```
+    pub fn run_as_service_with<F>(name: &str, setup: F) -> Result<(), ServiceError>
+    where
+        F: FnOnce() -> io::Result<(Settings, App)> + Send + 'static,
+    {
         check_name(name)?;
         #[cfg(windows)]
         {
-            scm::run(name, settings, app)
+            scm::run(name, Box::new(setup))
         }
         #[cfg(not(windows))]
         {
+            let (settings, app) = setup().map_err(ServiceError::Start)?;
             log::info!("{name}: running in the foreground; SIGTERM or SIGINT drains and stops it");
-            Server::serve(settings, app).map_err(ServiceError::Start)
+            let served = Server::serve(settings, app).map_err(ServiceError::Start);
+            crate::logging::flush();
+            served
         }
     }
 }

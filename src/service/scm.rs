@@ -47,11 +47,13 @@ const PROGRESS_SLACK: Duration = Duration::from_secs(5);
 /// The longest [`start`] or [`stop`] waits in total, however the service keeps reporting progress.
 const WAIT_AT_MOST: Duration = Duration::from_secs(3600);
 
+/// The application's setup: what the server runs, or why it can't start.
+pub(super) type Setup = Box<dyn FnOnce() -> io::Result<(Settings, App)> + Send>;
+
 /// What [`run`] hands to the service's main function, which the SCM calls on a thread of its own.
 struct Job {
     name: String,
-    settings: Settings,
-    app: App,
+    setup: Setup,
 }
 
 static JOB: Mutex<Option<Job>> = const_mutex(None);
@@ -69,9 +71,9 @@ struct Active {
 
 define_windows_service!(ffi_service_main, service_main);
 
-/// [`crate::Server::run_as_service`] on Windows.
-pub(super) fn run(name: &str, settings: Settings, app: App) -> Result<(), ServiceError> {
-    *JOB.lock() = Some(Job { name: name.to_string(), settings, app });
+/// [`crate::Server::run_as_service_with`] on Windows.
+pub(super) fn run(name: &str, setup: Setup) -> Result<(), ServiceError> {
+    *JOB.lock() = Some(Job { name: name.to_string(), setup });
     // Blocks until the service has reported STOPPED and its main function returned.
     let dispatched = service_dispatcher::start(name, ffi_service_main);
     JOB.lock().take();
@@ -100,8 +102,11 @@ fn run_service(arguments: Vec<OsString>) -> Result<(), ServiceError> {
         .map_err(|e| scm_error("registering the service control handler", e))?;
     let mut lifecycle = Lifecycle::new();
     send(&name, &status, lifecycle.starting());
-    info!("service {name}: starting");
-    let server = match Server::start(job.settings, job.app) {
+    let started = (job.setup)().and_then(|(settings, app)| {
+        info!("service {name}: starting");
+        Server::start(settings, app)
+    });
+    let server = match started {
         Ok(server) => server,
         Err(e) => {
             error!("service {name}: could not start: {e}");
@@ -131,27 +136,12 @@ fn run_service(arguments: Vec<OsString>) -> Result<(), ServiceError> {
     }
 
     // Wait for the drain to end, raising the STOP_PENDING checkpoint meanwhile.
-    let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(1);
-    let waiter = std::thread::Builder::new().name("vigil-service-wait".into()).spawn(move || {
-        server.wait();
-        let _ = done_tx.send(());
-    });
-    if let Err(e) = waiter {
-        // Without the waiter the status can't be refreshed while draining; the drain itself
-        // still runs, and the stop is reported when it ends.
-        warn!("service {name}: could not start the waiting thread ({e}); no STOP_PENDING progress reports");
-    }
-    loop {
-        match done_rx.recv_timeout(CHECKPOINT_EVERY) {
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                let mut active = ACTIVE.lock();
-                if let Some(a) = active.as_mut() {
-                    if let Some(report) = a.lifecycle.tick() {
-                        send(&a.name, &a.status, report);
-                    }
-                }
+    while !server.wait_for(CHECKPOINT_EVERY) {
+        let mut active = ACTIVE.lock();
+        if let Some(a) = active.as_mut() {
+            if let Some(report) = a.lifecycle.tick() {
+                send(&a.name, &a.status, report);
             }
-            Ok(()) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }
     }
     info!("service {name} stopped: {}", ExitStatus::Drained.describe());
