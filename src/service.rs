@@ -35,14 +35,28 @@ mod scm;
 
 /// How often a draining service raises the checkpoint of its `STOP_PENDING` report, so that the
 /// SCM (and `vigil service stop`, `net stop`) can see it is making progress.
+///
+/// ```
+/// use vigil::service::{CHECKPOINT_EVERY, STOP_WAIT_HINT};
+/// // The wait hint leaves room for several late checkpoints before the SCM may give up.
+/// assert!(STOP_WAIT_HINT >= CHECKPOINT_EVERY * 5);
+/// ```
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// The wait hint of each `STOP_PENDING` report: how long the SCM should wait for the next
 /// checkpoint before it may consider the service hung. Ten checkpoints' worth, so a busy machine
 /// that delays one report by a few seconds is not mistaken for a hung service.
+///
+/// ```
+/// assert_eq!(vigil::service::STOP_WAIT_HINT.as_secs(), 10);
+/// ```
 pub const STOP_WAIT_HINT: Duration = Duration::from_secs(10);
 
 /// The wait hint of the `START_PENDING` report (binding the listeners takes milliseconds).
+///
+/// ```
+/// assert_eq!(vigil::service::START_WAIT_HINT.as_secs(), 10);
+/// ```
 pub const START_WAIT_HINT: Duration = Duration::from_secs(10);
 
 /// Why a vigil process or service ended, and the status its supervisor sees: the process exit
@@ -79,6 +93,10 @@ pub enum ExitStatus {
 /// failure, try again"), which no other path of vigil uses, so a supervisor or an alert can tell
 /// "restart me, the thread ceiling was reached" from a crash (101 is Rust's panic code) or a bad
 /// configuration (1, 2).
+///
+/// ```
+/// assert_eq!(vigil::service::EXIT_THREAD_CEILING, 75);
+/// ```
 pub const EXIT_THREAD_CEILING: u8 = 75;
 
 impl ExitStatus {
@@ -339,9 +357,18 @@ impl Server {
 /// "Failure" includes a crash (the process ends without reporting `STOPPED`) and, because
 /// `FailureActionsOnNonCrashFailures` is set, a `STOPPED` report with a non-zero exit code
 /// (see [`ExitStatus`]).
+///
+/// ```
+/// let secs: Vec<u64> = vigil::service::RESTART_DELAYS.iter().map(|d| d.as_secs()).collect();
+/// assert_eq!(secs, [5, 10, 30]);
+/// ```
 pub const RESTART_DELAYS: [Duration; 3] = [Duration::from_secs(5), Duration::from_secs(10), Duration::from_secs(30)];
 
 /// After how long without a failure the SCM resets the failure count (see [`RESTART_DELAYS`]).
+///
+/// ```
+/// assert_eq!(vigil::service::FAILURE_RESET_AFTER.as_secs(), 86_400);
+/// ```
 pub const FAILURE_RESET_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// A Windows service to register with the Service Control Manager: the executable, the arguments
@@ -380,7 +407,7 @@ pub struct Install {
     pub preshutdown_timeout: Duration,
 }
 
-/// What [`Install::run`] registered.
+/// What [`Install::run`] registered (see the [`Install`] example).
 #[derive(Clone, Debug)]
 pub struct Installed {
     /// The command line the SCM will run, as it stored it (`binPath`).
@@ -447,6 +474,15 @@ impl Install {
 
 /// Starts the service `name` and waits until it reports `RUNNING` (or stops, or makes no
 /// progress within its wait hint).
+///
+/// ```no_run
+/// use vigil::service::{self, ServiceError};
+/// match service::start("my-api") {
+///     Ok(()) => println!("running"),
+///     Err(ServiceError::StoppedWhileStarting(how)) => eprintln!("it stopped: {how}; see its log"),
+///     Err(e) => eprintln!("{e}"),
+/// }
+/// ```
 pub fn start(name: &str) -> Result<(), ServiceError> {
     check_name(name)?;
     #[cfg(windows)]
@@ -463,6 +499,12 @@ pub fn start(name: &str) -> Result<(), ServiceError> {
 /// `STOP_PENDING` checkpoint keeps rising (a vigil service drains for up to its
 /// `--graceful-timeout`). Returns the exit code it reported; stopping a stopped service returns
 /// its last one.
+///
+/// ```no_run
+/// let how = vigil::service::stop("my-api")?;
+/// println!("stopped: {how}"); // "exit code 0" after a drain
+/// # Ok::<(), vigil::service::ServiceError>(())
+/// ```
 pub fn stop(name: &str) -> Result<Stopped, ServiceError> {
     check_name(name)?;
     #[cfg(windows)]
@@ -476,6 +518,11 @@ pub fn stop(name: &str) -> Result<Stopped, ServiceError> {
 }
 
 /// Stops the service `name` if it is running (waiting as [`stop`] does), then removes it.
+///
+/// ```no_run
+/// vigil::service::uninstall("my-api")?;
+/// # Ok::<(), vigil::service::ServiceError>(())
+/// ```
 pub fn uninstall(name: &str) -> Result<(), ServiceError> {
     check_name(name)?;
     #[cfg(windows)]
