@@ -14,7 +14,7 @@
 //! (`vigil service install|start|stop|uninstall NAME`); on other systems they return
 //! [`ServiceError::Unsupported`].
 //!
-//! How the pieces fit: the control handler and the status reports go through [`Lifecycle`], a
+//! How the pieces fit: the control handler and the status reports go through `Lifecycle`, a
 //! small state machine with no Windows calls in it (unit-tested on every platform); the Windows
 //! glue (`scm.rs`, the `windows-service` crate) only translates its decisions into
 //! `SetServiceStatus` calls.
