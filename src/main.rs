@@ -114,10 +114,12 @@ fn service_settings(action: &str, flags: &[String]) -> Result<Settings, i32> {
     })
 }
 
-/// The pre-shutdown time `install` asks Windows for: the whole drain, plus the drain's own
-/// margin (the drain thread gives up 2 s after `--graceful-timeout`) and a little more.
+/// The pre-shutdown time `install` asks Windows for: the drain's longest run. It is counted from
+/// the stop (`--shutdown-delay` included) and lasts `--graceful-timeout`, plus up to
+/// `--write-timeout` for answers still being written, plus the drain's own second; one more
+/// second for the last status report. Windows only waits that long if the drain does.
 fn preshutdown_timeout(settings: &Settings) -> Duration {
-    settings.graceful_timeout + Duration::from_secs(5)
+    settings.graceful_timeout + settings.write_timeout + Duration::from_secs(2)
 }
 
 /// `vigil service ...`: returns the process exit code.
@@ -292,8 +294,9 @@ mod tests {
     #[test]
     fn install_validates_the_flags_it_stores() {
         assert!(service_settings("install", &["--threads".into(), "0".into()]).is_err());
-        let s = service_settings("install", &["--graceful-timeout".into(), "20s".into()]).unwrap();
-        assert_eq!(preshutdown_timeout(&s), Duration::from_secs(25));
+        let flags = ["--graceful-timeout", "20s", "--write-timeout", "10s"].map(String::from);
+        let s = service_settings("install", &flags).unwrap();
+        assert_eq!(preshutdown_timeout(&s), Duration::from_secs(32));
     }
 
     #[cfg(not(windows))]
