@@ -31,6 +31,7 @@ mod metrics;
 mod platform;
 mod runtime;
 mod server;
+pub mod service;
 mod settings;
 
 pub use app::{App, Error, Handler, IntoResponse, RouteOptions};

@@ -114,14 +114,16 @@ pub fn init(format: LogFormat, access_log: bool) -> Result<(), log::SetLoggerErr
     init_with(format, access_log, Box::new(std::io::stderr()))
 }
 
-/// [`init`] with another sink than stderr (a file, a pipe, a test's buffer). The writer thread
-/// owns it; a write to it may block for as long as it likes without blocking any thread that
-/// logs.
-pub(crate) fn init_with(
-    format: LogFormat,
-    access_log: bool,
-    sink: Box<dyn Write + Send>,
-) -> Result<(), log::SetLoggerError> {
+/// [`init`] with another sink than stderr: a [`LogFile`], a pipe, a test's buffer. The writer
+/// thread owns it; a write to it may block for as long as it likes without blocking any thread
+/// that logs.
+///
+/// ```no_run
+/// let file = vigil::logging::LogFile::open("vigil.log", 64 << 20, 5)?;
+/// vigil::logging::init_with(vigil::LogFormat::Text, true, Box::new(file)).unwrap();
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn init_with(format: LogFormat, access_log: bool, sink: Box<dyn Write + Send>) -> Result<(), log::SetLoggerError> {
     let spec = std::env::var("RUST_LOG").unwrap_or_default();
     let mut b = env_logger::Builder::new();
     b.parse_filters(if spec.trim().is_empty() { "info" } else { &spec });
@@ -276,6 +278,165 @@ fn dropped_notice(format: LogFormat, dropped: u64) -> String {
     }
 }
 
+/// A log file that rotates by size (`--log-file`, `--log-file-max-size`, `--log-file-keep`).
+///
+/// Lines are appended to `path`; before a write would take the file past `max_size` bytes, it is
+/// closed and renamed `path.1` (an older `path.1` becomes `path.2`, and so on; the oldest beyond
+/// `keep` is deleted) and a new `path` is started. A rotation happens only between whole lines
+/// (one line longer than `max_size` gets a file of its own). `max_size` 0: never rotate.
+///
+/// Why rotate by size, in the process: it works the same on Windows, which has no `logrotate`
+/// and no SIGHUP to ask for a reopen (and vigil's SIGHUP already means "drain"). On Linux,
+/// `logrotate` with `copytruncate` works too: the file is opened in append mode, and its size is
+/// re-read before a rotation is decided, so an outside truncation is noticed.
+///
+/// If a rotation fails (a backup name held open by another program on Windows, a permission),
+/// nothing is lost: writing goes on in the current file, one line there says why, and the
+/// rotation is tried again after `max_size / 8` more bytes.
+///
+/// ```
+/// use std::io::Write;
+/// let dir = std::env::temp_dir().join(format!("vigil-logfile-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let path = dir.join("app.log");
+/// let mut log = vigil::logging::LogFile::open(&path, 64, 2).unwrap();
+/// for i in 0..10 {
+///     writeln!(log, "line {i:02} of the log, long enough").unwrap();
+/// }
+/// assert!(dir.join("app.log.1").exists() && dir.join("app.log.2").exists());
+/// assert!(!dir.join("app.log.3").exists());
+/// assert!(std::fs::read_to_string(&path).unwrap().ends_with("line 09 of the log, long enough\n"));
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// ```
+#[derive(Debug)]
+pub struct LogFile {
+    path: std::path::PathBuf,
+    max_size: u64,
+    keep: usize,
+    file: Option<std::fs::File>,
+    /// Bytes in the current file, as far as this writer knows.
+    written: u64,
+    /// After a failed rotation, no new attempt before the file holds this many bytes.
+    retry_at: u64,
+}
+
+impl LogFile {
+    /// Opens (creates, or appends to) `path`. Fails if the file can't be opened for writing:
+    /// a missing directory, no permission.
+    pub fn open(path: impl AsRef<std::path::Path>, max_size: u64, keep: usize) -> std::io::Result<LogFile> {
+        let path = path.as_ref().to_path_buf();
+        let file = Self::open_file(&path)?;
+        let written = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(LogFile { path, max_size, keep: keep.max(1), file: Some(file), written, retry_at: 0 })
+    }
+
+    fn open_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+        std::fs::OpenOptions::new().create(true).append(true).open(path)
+    }
+
+    /// The path of backup `n` (`vigil.log.1`).
+    fn backup(&self, n: usize) -> std::path::PathBuf {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(format!(".{n}"));
+        name.into()
+    }
+
+    /// Closes the file, shifts the backups, starts a new file.
+    fn rotate(&mut self) -> std::io::Result<()> {
+        // Windows can't rename a file that is open without FILE_SHARE_DELETE: close it first.
+        self.file = None;
+        let shifted = (|| {
+            let oldest = self.backup(self.keep);
+            if oldest.exists() {
+                std::fs::remove_file(&oldest)?;
+            }
+            for n in (1..self.keep).rev() {
+                let from = self.backup(n);
+                if from.exists() {
+                    std::fs::rename(&from, self.backup(n + 1))?;
+                }
+            }
+            std::fs::rename(&self.path, self.backup(1))
+        })();
+        // Whatever happened, keep a file open: the current one if it could not be moved.
+        let file = Self::open_file(&self.path)?;
+        self.written = file.metadata().map(|m| m.len()).unwrap_or(0);
+        self.file = Some(file);
+        shifted
+    }
+
+    /// Rotates if writing `len` more bytes would pass the size limit. A failure is written into
+    /// the file (it is the log's own sink: there is nowhere else to say it).
+    fn rotate_if_due(&mut self, len: usize) -> std::io::Result<()> {
+        if self.max_size == 0 || self.written == 0 || self.written + len as u64 <= self.max_size {
+            return Ok(());
+        }
+        // Someone may have truncated the file (logrotate's copytruncate): trust its size.
+        if let Some(f) = &self.file {
+            self.written = f.metadata().map(|m| m.len()).unwrap_or(self.written);
+        }
+        if self.written == 0 || self.written + len as u64 <= self.max_size {
+            return Ok(());
+        }
+        if let Err(e) = self.rotate() {
+            let note = format!(
+                "[{} WARN  vigil::logging] could not rotate {} ({e}); writing on in it, next try after {} more bytes\n",
+                now_rfc3339(),
+                self.path.display(),
+                (self.max_size / 8).max(1)
+            );
+            self.retry_at = self.written + (self.max_size / 8).max(1);
+            self.write_raw(note.as_bytes())?;
+        } else {
+            self.retry_at = 0;
+        }
+        Ok(())
+    }
+
+    fn write_raw(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        let file = match &mut self.file {
+            Some(f) => f,
+            None => self.file.insert(Self::open_file(&self.path)?),
+        };
+        file.write_all(buf)?;
+        self.written += buf.len() as u64;
+        Ok(())
+    }
+}
+
+impl Write for LogFile {
+    /// Writes whole lines: those that still fit under the size limit, then (rotating first) the
+    /// rest, so a rotation never splits a line.
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let room = self.max_size.saturating_sub(self.written);
+        if self.max_size > 0 && buf.len() as u64 > room && self.written >= self.retry_at {
+            let fits = &buf[..buf.len().min(room as usize)];
+            if let Some(nl) = fits.iter().rposition(|&b| b == b'\n') {
+                self.write_raw(&buf[..=nl])?;
+                return Ok(nl + 1);
+            }
+            // Not one more line fits: start a new file first (an empty file keeps a line longer
+            // than the limit: it gets a file of its own).
+            let line = buf.iter().position(|&b| b == b'\n').map_or(buf.len(), |nl| nl + 1);
+            self.rotate_if_due(line)?;
+            self.write_raw(&buf[..line])?;
+            return Ok(line);
+        }
+        self.write_raw(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.file {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Now as RFC 3339 in UTC with milliseconds, the same text as `env_logger`'s `timestamp_millis`.
 fn now_rfc3339() -> String {
     rfc3339_millis(std::time::SystemTime::now())
@@ -376,6 +537,114 @@ impl std::io::Write for StringWriter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fresh directory for one test (removed by the test when it passes).
+    fn temp_dir(test: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("vigil-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn read(path: &std::path::Path) -> String {
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+
+    #[test]
+    fn log_file_rotates_by_size_between_whole_lines_and_keeps_n_backups() {
+        let dir = temp_dir("logfile-rotate");
+        let path = dir.join("vigil.log");
+        let mut log = LogFile::open(&path, 200, 2).unwrap();
+        let lines: Vec<String> = (0..40).map(|i| format!("line {i:03} xxxxxxxxxx\n")).collect(); // 20 bytes
+                                                                                                 // In batches of 7 lines, as the writer thread hands them over.
+        for batch in lines.chunks(7) {
+            log.write_all(batch.concat().as_bytes()).unwrap();
+        }
+        log.flush().unwrap();
+        let files = [dir.join("vigil.log.2"), dir.join("vigil.log.1"), path.clone()];
+        assert!(!dir.join("vigil.log.3").exists(), "only 2 backups are kept");
+        for f in &files {
+            let text = read(f);
+            assert!(!text.is_empty() && text.len() <= 200, "{}: {} bytes", f.display(), text.len());
+            assert!(text.ends_with('\n') && text.lines().all(|l| l.len() == 19), "{} split a line", f.display());
+        }
+        // Oldest to newest, they are the last lines written, in order, none missing.
+        let kept: String = files.iter().map(|f| read(f)).collect();
+        assert!(lines.concat().ends_with(&kept), "{kept}");
+        assert_eq!(kept.len(), 3 * 200, "every file filled to the limit before rotating");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn log_file_gives_a_line_longer_than_the_limit_a_file_of_its_own() {
+        let dir = temp_dir("logfile-long");
+        let path = dir.join("v.log");
+        let mut log = LogFile::open(&path, 50, 3).unwrap();
+        let long = format!("{}\n", "L".repeat(119));
+        for chunk in ["short one\n", &long, "short two\n"] {
+            log.write_all(chunk.as_bytes()).unwrap();
+        }
+        assert_eq!(read(&dir.join("v.log.2")), "short one\n");
+        assert_eq!(read(&dir.join("v.log.1")), long);
+        assert_eq!(read(&path), "short two\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn log_file_appends_on_reopen_and_notices_an_outside_truncation() {
+        let dir = temp_dir("logfile-reopen");
+        let path = dir.join("v.log");
+        LogFile::open(&path, 200, 1)
+            .unwrap()
+            .write_all(&[b'a'; 149].iter().chain(b"\n").copied().collect::<Vec<u8>>())
+            .unwrap();
+        // Reopened (a restart): the 150 bytes already there count toward the limit.
+        let mut log = LogFile::open(&path, 200, 1).unwrap();
+        log.write_all(format!("{}\n", "b".repeat(99)).as_bytes()).unwrap();
+        assert_eq!(read(&dir.join("v.log.1")).len(), 150, "rotated before the write that would pass 200");
+        assert_eq!(read(&path).len(), 100);
+        // logrotate's copytruncate empties the file behind the writer's back: no early rotation.
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(0).unwrap();
+        log.write_all(format!("{}\n", "c".repeat(149)).as_bytes()).unwrap();
+        assert_eq!(read(&path).len(), 150, "appended to the truncated file");
+        assert_eq!(read(&dir.join("v.log.1")).len(), 150, "no rotation happened");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn log_file_that_cannot_rotate_loses_nothing_and_says_why() {
+        let dir = temp_dir("logfile-stuck");
+        let path = dir.join("v.log");
+        // The backup name is taken by a non-empty directory: neither removable nor a rename target.
+        std::fs::create_dir_all(dir.join("v.log.1").join("x")).unwrap();
+        let mut log = LogFile::open(&path, 100, 1).unwrap();
+        let lines: Vec<String> = (0..30).map(|i| format!("entry {i:02} .........\n")).collect(); // 19 bytes
+        for l in &lines {
+            log.write_all(l.as_bytes()).unwrap();
+        }
+        let text = read(&path);
+        let entries: Vec<&str> = text.lines().filter(|l| l.starts_with("entry")).collect();
+        assert_eq!(entries.len(), 30, "every line kept in the current file: {text}");
+        let notes = text.lines().filter(|l| l.contains("could not rotate")).count();
+        // Tried once at the limit, then again every 100/8 = 12 bytes past the last try (~every line).
+        assert!(notes >= 2, "the failure is noted, and retried: {text}");
+        // Once the obstacle is gone, the next try succeeds.
+        std::fs::remove_dir_all(dir.join("v.log.1")).unwrap();
+        for l in &lines[..5] {
+            log.write_all(l.as_bytes()).unwrap();
+        }
+        assert!(read(&dir.join("v.log.1")).contains("entry 29"), "rotated once it could");
+        assert!(read(&path).len() <= 100);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn log_file_in_a_missing_directory_is_an_error_at_open() {
+        let dir = temp_dir("logfile-missing");
+        let err = LogFile::open(dir.join("no/such/dir/v.log"), 0, 1).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn rust_log_directives_for_a_module_are_recognised() {

@@ -12,6 +12,7 @@
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -83,6 +84,14 @@ macro_rules! settings_table {
             log_format: LogFormat = LogFormat::Text, LOG_FORMAT, Any;
             /// log one line per request.
             access_log: bool = false, SWITCH, Any;
+            /// file the log is appended to instead of stderr (what a Windows service needs: it has
+            /// no console); rotated by size, see `--log-file-max-size`.
+            log_file: Option<PathBuf> = None, PATH_OR_STDERR, Any;
+            /// size at which the log file is renamed `FILE.1` (older ones `FILE.2`, ...) and a new
+            /// one started (0: never).
+            log_file_max_size: u64 = 64 * MIB, SIZE, Any;
+            /// rotated log files kept besides the current one (`FILE.1` to `FILE.N`).
+            log_file_keep: usize = 5, INT, Between(1, 1000);
         }
     };
 }
@@ -563,6 +572,15 @@ const BYTES: Kind<usize> = Kind {
 };
 const SIZE: Kind<u64> = Kind { format: "size", parse: parse_size, show: |&n| show_size(n) };
 const DURATION: Kind<Duration> = Kind { format: "duration", parse: parse_duration, show: show_duration };
+const PATH_OR_STDERR: Kind<Option<PathBuf>> = Kind {
+    format: "`path` or `stderr`",
+    parse: |s| match s.trim() {
+        "" => Err("expected a file path or `stderr`, got an empty value".to_string()),
+        t if t.eq_ignore_ascii_case("stderr") => Ok(None),
+        _ => Ok(Some(PathBuf::from(s))),
+    },
+    show: |path| path.as_ref().map_or("stderr".to_string(), |p| p.display().to_string()),
+};
 const LOG_FORMAT: Kind<LogFormat> =
     Kind { format: "`text` or `json`", parse: LogFormat::from_str, show: LogFormat::to_string };
 const SWITCH: Kind<bool> = Kind {
@@ -913,6 +931,7 @@ mod tests {
         assert_eq!(s.max_connections, 10_000);
         assert_eq!(s.log_format, LogFormat::Text);
         assert!(!s.access_log);
+        assert_eq!((&s.log_file, s.log_file_max_size, s.log_file_keep), (&None, 64 << 20, 5));
         assert_eq!(s.validate(), Ok(()));
         assert_eq!(s.warnings(), Vec::<String>::new());
     }
@@ -968,6 +987,19 @@ mod tests {
         assert_eq!((s.timeout, s.keepalive), (ms(1500), Duration::ZERO));
         assert_eq!((s.max_body, s.limit_request_head), (64 << 10, 1 << 20));
         assert_eq!((s.log_format, s.access_log), (LogFormat::Json, true));
+    }
+
+    #[test]
+    fn log_file_takes_a_path_or_stderr() {
+        let s = Settings::from_args(&["--log-file", r"C:\vigil logs\vigil.log", "--log-file-max-size", "1m"]).unwrap();
+        assert_eq!(s.log_file, Some(PathBuf::from(r"C:\vigil logs\vigil.log")));
+        assert_eq!(s.log_file_max_size, 1 << 20);
+        assert_eq!(Settings::from_args(&["--log-file", "STDERR"]).unwrap().log_file, None);
+        let err = Settings::from_args(&["--log-file", " "]).unwrap_err();
+        assert_eq!(err.flag, "--log-file");
+        assert!(err.message.contains("empty"), "{err}");
+        let err = Settings::from_args(&["--log-file-keep", "0"]).unwrap_err();
+        assert_eq!(err.to_string(), "--log-file-keep: must be between 1 and 1000, got 0");
     }
 
     #[test]

@@ -51,3 +51,25 @@ fn cancellable_blocking_example_returns_its_thread() {
     assert_eq!(metric(admin, "vigil_threads_abandoned_total"), 0.0);
     assert_eq!(metric(admin, "vigil_threads_cancelled_alive"), 0.0);
 }
+
+/// Off Windows, `Server::run_as_service_with` is `Server::serve`: what a systemd unit expects. (On
+/// Windows the same example runs under the Service Control Manager: scripts/windows-service-e2e.)
+#[cfg(unix)]
+#[test]
+fn windows_service_example_runs_in_the_foreground_elsewhere_and_drains_on_sigterm() {
+    let dir = std::env::temp_dir().join(format!("vigil-test-svc-example-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("example.log");
+    let mut ex =
+        ServerProc::start_example("windows_service", &["run", "svc", "127.0.0.1:0", "5", log.to_str().unwrap()]);
+    assert_eq!(get(ex.addr, "/").text(), "hello from a service");
+    let addr = ex.addr;
+    let slow = std::thread::spawn(move || get(addr, "/work?ms=1500"));
+    assert!(wait_for(Duration::from_secs(5), || metric(ex.admin(), "vigil_requests_in_flight") >= 1.0));
+    ex.terminate();
+    assert_eq!(slow.join().unwrap().status, 200, "the request in flight finished");
+    assert_eq!(ex.wait_exit(Duration::from_secs(10)), Some(0));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("svc: running in the foreground") && text.contains("drain complete"), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::*};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -137,6 +137,19 @@ impl Lifecycle {
             self.wake.wait(&mut r);
         }
     }
+
+    /// [`wait_stopped`](Lifecycle::wait_stopped) for at most `timeout`: `true` if the server
+    /// has stopped. (A Windows service reports its drain's progress between two waits.)
+    pub fn wait_stopped_for(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut r = self.requested.lock();
+        while self.phase() != Phase::Stopped {
+            if self.wake.wait_until(&mut r, deadline).timed_out() {
+                return self.phase() == Phase::Stopped;
+            }
+        }
+        true
+    }
 }
 
 #[cfg(test)]
@@ -148,6 +161,7 @@ mod tests {
     fn a_drain_begins_once_and_waiters_wake_when_it_is_asked_for_and_when_it_ends() {
         let l = Arc::new(Lifecycle::new());
         assert_eq!(l.phase(), Phase::Running);
+        assert!(!l.wait_stopped_for(Duration::from_millis(20)), "running: the wait times out");
         let l2 = Arc::clone(&l);
         let supervisor = std::thread::spawn(move || {
             l2.wait_for_request();
@@ -162,6 +176,7 @@ mod tests {
         l.request_drain();
         l.request_drain(); // idempotent
         l.wait_stopped();
+        assert!(l.wait_stopped_for(Duration::ZERO), "stopped: returns at once");
         supervisor.join().unwrap();
         assert_eq!(l.phase(), Phase::Stopped);
         assert!(l.is_draining() && l.drain_started_ns().is_some());

@@ -268,6 +268,12 @@ impl ServerHandle {
         self.shared.lifecycle.wait_stopped();
     }
 
+    /// [`wait`](ServerHandle::wait) for at most `timeout`: `true` once the server has drained.
+    #[cfg_attr(not(windows), allow(dead_code))]
+    pub(crate) fn wait_for(&self, timeout: Duration) -> bool {
+        self.shared.lifecycle.wait_stopped_for(timeout)
+    }
+
     /// Drains and waits: [`shutdown`](ServerHandle::shutdown) then [`wait`](ServerHandle::wait).
     pub fn stop(self) {
         self.shutdown();
