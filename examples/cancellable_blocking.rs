@@ -31,7 +31,8 @@ fn main() -> std::io::Result<()> {
     let app = App::new().get("/upstream", move |_: &Request, ctx: &Ctx| -> Result<Response, Error> {
         let mut conn = TcpStream::connect(upstream_addr)?;
         let for_cancel = conn.try_clone()?;
-        ctx.on_cancel(move || {
+        // Armed while the read below blocks; dropped (disarmed) when the handler returns.
+        let _armed = ctx.on_cancel(move || {
             let _ = for_cancel.shutdown(Shutdown::Both);
         });
         ctx.stage("waiting for upstream");

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use crate::http::request::Request;
 use crate::runtime::clock;
 use crate::runtime::inflight::Inflight;
+use crate::runtime::token::Registered;
 
 /// Returned by [`Ctx::checkpoint`] and [`Ctx::sleep`] once the request is cancelled. Propagating it
 /// with `?` out of a handler ends the request; the client has already been (or is about to be)
@@ -112,15 +113,40 @@ impl Ctx {
     }
 
     /// Runs `f` when the request is cancelled (at once, on this thread, if it already is), e.g.
-    /// to shut down a socket so a blocking read returns.
+    /// to shut down a socket so a blocking read returns. Returns a guard: **dropping it disarms
+    /// `f`**, so keep it for as long as the call it protects is running, and let it go once that
+    /// call has returned. That matters with pooled resources: a connection handed back to its
+    /// pool must not be shut down by a cancellation that comes later. [`CancelGuard::keep`]
+    /// keeps `f` armed for the rest of the request.
     ///
     /// When the watchdog cancels the request, `f` runs on one of vigil's offload threads, never
     /// on the watchdog itself: a callback that blocks delays no other request's 504. Keep it
     /// short anyway: while it blocks, other requests' callbacks may wait for a spare offload
     /// thread (one starts after 50 ms, up to 8).
-    pub fn on_cancel(&self, f: impl FnOnce() + Send + 'static) {
-        if let Some(f) = self.inflight.token.on_cancel(Box::new(f)) {
-            f();
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use vigil::Ctx;
+    ///
+    /// let ctx = Ctx::detached(Duration::from_secs(5));
+    /// let shut = Arc::new(AtomicBool::new(false));
+    /// {
+    ///     let s = Arc::clone(&shut);
+    ///     let _armed = ctx.on_cancel(move || s.store(true, Ordering::SeqCst));
+    ///     // ... a blocking call on a pooled connection; it returns in time ...
+    /// } // the guard is dropped: the connection goes back to the pool, the callback is disarmed
+    /// ctx.cancel();
+    /// assert!(!shut.load(Ordering::SeqCst));
+    /// ```
+    pub fn on_cancel(&self, f: impl FnOnce() + Send + 'static) -> CancelGuard {
+        match self.inflight.token.on_cancel(Box::new(f)) {
+            Registered::Armed(id) => CancelGuard { armed: Some((Arc::clone(&self.inflight), id)) },
+            Registered::Fired(f) => {
+                f();
+                CancelGuard { armed: None }
+            }
         }
     }
 
@@ -139,5 +165,45 @@ impl Ctx {
 impl std::fmt::Debug for Ctx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ctx").field("request_id", &self.request_id()).field("cancelled", &self.is_cancelled()).finish()
+    }
+}
+
+/// Keeps an [`on_cancel`](Ctx::on_cancel) callback armed; dropping it disarms the callback.
+///
+/// ```
+/// use std::time::Duration;
+/// let ctx = vigil::Ctx::detached(Duration::from_secs(5));
+/// ctx.on_cancel(|| println!("cancelled")).keep(); // armed until the request ends
+/// ```
+#[must_use = "dropping the guard disarms the callback at once; bind it (`let _armed = ...`) or call `.keep()`"]
+pub struct CancelGuard {
+    /// The request and the callback's number; `None` once it ran (the request was cancelled
+    /// already) or was kept.
+    armed: Option<(Arc<Inflight>, u64)>,
+}
+
+impl CancelGuard {
+    /// Keeps the callback armed for the rest of the request.
+    pub fn keep(mut self) {
+        self.armed = None;
+    }
+
+    /// Disarms the callback now; `true` if it had not run (and now never will).
+    pub fn disarm(mut self) -> bool {
+        self.armed.take().is_some_and(|(r, id)| r.token.disarm(id))
+    }
+}
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        if let Some((r, id)) = self.armed.take() {
+            r.token.disarm(id);
+        }
+    }
+}
+
+impl std::fmt::Debug for CancelGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CancelGuard").field("armed", &self.armed.is_some()).finish()
     }
 }

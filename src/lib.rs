@@ -35,7 +35,7 @@ pub mod service;
 mod settings;
 
 pub use app::{App, Error, Handler, IntoResponse, RouteOptions};
-pub use ctx::{Cancelled, Ctx};
+pub use ctx::{CancelGuard, Cancelled, Ctx};
 pub use http::request::{Request, RequestBuilder};
 pub use http::response::Response;
 pub use logging::LogFormat;

@@ -81,7 +81,7 @@ fn on_cancel_callback_unblocks_a_blocking_call() {
     let app = App::new().get("/wait", move |_: &Request, ctx: &Ctx| -> Result<Response, Error> {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let tx = std::sync::Mutex::new(Some(tx));
-        ctx.on_cancel(move || drop(tx.lock().unwrap().take()));
+        let _armed = ctx.on_cancel(move || drop(tx.lock().unwrap().take()));
         let _ = rx.recv(); // a blocking call that returns when the callback drops the sender
         rel.store(true, Ordering::SeqCst);
         ctx.checkpoint()?;
@@ -285,4 +285,33 @@ fn drain_lets_a_queued_request_run_after_the_running_one() {
     assert_eq!(q.text(), "finished", "accepted work is finished, not refused");
     assert_eq!(q.header("connection"), Some("close"));
     srv.wait();
+}
+
+#[test]
+fn a_disarmed_on_cancel_callback_does_not_touch_a_connection_back_in_its_pool() {
+    // The pooled-connection case: the callback protects one blocking call; once the call has
+    // returned and the connection is back in its pool, a later cancellation of the same request
+    // must not shut that connection (another request may be using it by then).
+    let shut_pooled = Arc::new(AtomicBool::new(false));
+    let shut = Arc::clone(&shut_pooled);
+    let app = App::new().route(
+        "GET",
+        "/query-then-work",
+        RouteOptions::new().timeout(Duration::from_millis(300)),
+        move |_: &Request, ctx: &Ctx| -> Result<Response, Error> {
+            {
+                let s = Arc::clone(&shut);
+                let _armed = ctx.on_cancel(move || s.store(true, Ordering::SeqCst));
+                // the query on the pooled connection, which returns in time
+            } // connection back in the pool: the guard disarms the callback
+            ctx.sleep(Duration::from_secs(10))?; // other work, cut by the deadline
+            Ok(Response::text("unreachable"))
+        },
+    );
+    let srv = start(settings(), app);
+    assert_eq!(get(srv.local_addr(), "/query-then-work").status, 504);
+    let admin = srv.admin_addr().unwrap();
+    assert!(wait_for(Duration::from_secs(5), || metric(admin, "vigil_cancellations_honored_total") == 1.0));
+    assert!(!shut_pooled.load(Ordering::SeqCst), "a disarmed callback ran");
+    srv.stop();
 }

@@ -25,7 +25,7 @@ fn a_ten_second_on_cancel_callback_delays_no_other_requests_504() {
     let app = App::new()
         .route("GET", "/slow-callback", RouteOptions::new().timeout(timeout), move |_: &Request, ctx: &Ctx| {
             let (rx, started) = (Arc::clone(&release_rx), cb_started_tx.clone());
-            ctx.on_cancel(move || {
+            let _armed = ctx.on_cancel(move || {
                 let _ = started.send(());
                 // Blocks for 10 s (a socket shutdown that stalls, a mutex the handler holds),
                 // unless the test releases it first.

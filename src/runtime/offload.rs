@@ -168,7 +168,7 @@ mod tests {
 
     fn callbacks(f: impl FnOnce() + Send + 'static) -> Callbacks {
         let t = Token::new();
-        assert!(t.on_cancel(Box::new(f)).is_none());
+        assert!(matches!(t.on_cancel(Box::new(f)), crate::runtime::token::Registered::Armed(_)));
         t.fire()
     }
 

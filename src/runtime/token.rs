@@ -17,8 +17,23 @@ pub(crate) type Callback = Box<dyn FnOnce() + Send>;
 pub(crate) struct Token {
     cancelled: AtomicBool,
     /// Registered callbacks; also the mutex of `wake`.
-    callbacks: Mutex<Vec<Callback>>,
+    callbacks: Mutex<Registry>,
     wake: Condvar,
+}
+
+/// The callbacks still armed, each with the number `disarm` knows it by.
+#[derive(Default)]
+struct Registry {
+    next: u64,
+    armed: Vec<(u64, Callback)>,
+}
+
+/// What became of a callback handed to [`Token::on_cancel`].
+pub(crate) enum Registered {
+    /// Armed, under this number (see [`Token::disarm`]).
+    Armed(u64),
+    /// The token had fired already: the callback comes back for the caller to run.
+    Fired(Callback),
 }
 
 /// The callbacks a fired token handed back, still to be run.
@@ -42,7 +57,7 @@ impl Callbacks {
 
 impl Token {
     pub fn new() -> Self {
-        Token { cancelled: AtomicBool::new(false), callbacks: Mutex::new(Vec::new()), wake: Condvar::new() }
+        Token { cancelled: AtomicBool::new(false), callbacks: Mutex::new(Registry::default()), wake: Condvar::new() }
     }
 
     pub fn is_cancelled(&self) -> bool {
@@ -57,19 +72,29 @@ impl Token {
             return Callbacks(Vec::new());
         }
         self.wake.notify_all();
-        Callbacks(std::mem::take(&mut *g))
+        Callbacks(std::mem::take(&mut g.armed).into_iter().map(|(_, cb)| cb).collect())
     }
 
-    /// Registers `cb` to run when the token fires. If it has fired already, `cb` comes back for
-    /// the caller to run at once.
-    pub fn on_cancel(&self, cb: Callback) -> Option<Callback> {
+    /// Registers `cb` to run when the token fires, unless disarmed first. If it has fired
+    /// already, `cb` comes back for the caller to run at once.
+    pub fn on_cancel(&self, cb: Callback) -> Registered {
         let mut g = self.callbacks.lock();
         if self.cancelled.load(Acquire) {
-            Some(cb)
-        } else {
-            g.push(cb);
-            None
+            return Registered::Fired(cb);
         }
+        let id = g.next;
+        g.next += 1;
+        g.armed.push((id, cb));
+        Registered::Armed(id)
+    }
+
+    /// Disarms callback `id`: it will not run. `false` if it is gone already (the token fired
+    /// and handed it over, or it was disarmed before).
+    pub fn disarm(&self, id: u64) -> bool {
+        let mut g = self.callbacks.lock();
+        let before = g.armed.len();
+        g.armed.retain(|(i, _)| *i != id);
+        g.armed.len() != before
     }
 
     /// Waits up to `d`; returns `true` if the token fired.
@@ -104,11 +129,10 @@ mod tests {
         let ran = Arc::new(AtomicUsize::new(0));
         for _ in 0..2 {
             let ran = Arc::clone(&ran);
-            assert!(t
-                .on_cancel(Box::new(move || {
-                    ran.fetch_add(1, SeqCst);
-                }))
-                .is_none());
+            let r = t.on_cancel(Box::new(move || {
+                ran.fetch_add(1, SeqCst);
+            }));
+            assert!(matches!(r, Registered::Armed(_)));
         }
         let cbs = t.fire();
         assert!(t.is_cancelled());
@@ -122,7 +146,25 @@ mod tests {
     fn a_callback_registered_after_firing_comes_back_to_the_caller() {
         let t = Token::new();
         let _ = t.fire();
-        assert!(t.on_cancel(Box::new(|| {})).is_some());
+        assert!(matches!(t.on_cancel(Box::new(|| {})), Registered::Fired(_)));
+    }
+
+    #[test]
+    fn a_disarmed_callback_never_runs() {
+        let t = Token::new();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = Arc::clone(&ran);
+        let Registered::Armed(id) = t.on_cancel(Box::new(move || {
+            r.fetch_add(1, SeqCst);
+        })) else {
+            panic!("not fired yet")
+        };
+        assert!(t.disarm(id));
+        assert!(!t.disarm(id), "disarmed once");
+        let cbs = t.fire();
+        assert!(cbs.is_empty());
+        cbs.run();
+        assert_eq!(ran.load(SeqCst), 0);
     }
 
     #[test]

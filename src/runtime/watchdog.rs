@@ -547,15 +547,14 @@ mod tests {
         assert!(f.pool.begin(&a, w1) && f.pool.begin(&b, w2));
         let (release_tx, release_rx) = mpsc::channel::<()>();
         let (a_started_tx, a_started_rx) = mpsc::channel();
-        assert!(a
-            .token
-            .on_cancel(Box::new(move || {
-                a_started_tx.send(()).unwrap();
-                let _ = release_rx.recv_timeout(Duration::from_secs(10)); // a callback that blocks 10 s
-            }))
-            .is_none());
+        let armed = a.token.on_cancel(Box::new(move || {
+            a_started_tx.send(()).unwrap();
+            let _ = release_rx.recv_timeout(Duration::from_secs(10)); // a callback that blocks 10 s
+        }));
+        assert!(matches!(armed, crate::runtime::token::Registered::Armed(_)));
         let (b_ran_tx, b_ran_rx) = mpsc::channel();
-        assert!(b.token.on_cancel(Box::new(move || b_ran_tx.send(()).unwrap())).is_none());
+        let armed = b.token.on_cancel(Box::new(move || b_ran_tx.send(()).unwrap()));
+        assert!(matches!(armed, crate::runtime::token::Registered::Armed(_)));
 
         // A's deadline: answered at once; its callback runs (and blocks) elsewhere.
         f.tick(f.past_deadline(&a));
