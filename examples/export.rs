@@ -35,10 +35,7 @@ fn main() -> std::io::Result<()> {
         "GET",
         "/export",
         // Up to 10 minutes, but never more than 1 s without progress.
-        RouteOptions::new()
-            .timeout(Duration::from_secs(600))
-            .exceed_default(true)
-            .stall_timeout(Duration::from_secs(1)),
+        RouteOptions::new().timeout(Duration::from_secs(600)).stall_timeout(Duration::from_secs(1)),
         export,
     );
     let settings =

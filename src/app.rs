@@ -134,21 +134,20 @@ where
 
 /// Per-route timing options.
 ///
+/// A route's [`timeout`](RouteOptions::timeout) is honoured as given, longer or shorter than
+/// the server's `--timeout`, which is only the default for routes that set none.
+///
 /// ```
 /// use std::time::Duration;
 /// use vigil::RouteOptions;
 /// // A report that may run 5 minutes as long as it reports progress at least every 2 seconds.
-/// let opts = RouteOptions::new()
-///     .timeout(Duration::from_secs(300))
-///     .exceed_default(true)
-///     .stall_timeout(Duration::from_secs(2));
+/// let opts = RouteOptions::new().timeout(Duration::from_secs(300)).stall_timeout(Duration::from_secs(2));
 /// assert_eq!(opts.get_timeout(), Some(Duration::from_secs(300)));
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RouteOptions {
     timeout: Option<Duration>,
     stall_timeout: Option<Duration>,
-    exceed_default: bool,
 }
 
 impl RouteOptions {
@@ -157,8 +156,7 @@ impl RouteOptions {
         Self::default()
     }
 
-    /// The absolute ceiling for this route. Longer than the server's `--timeout` only with
-    /// [`exceed_default`](RouteOptions::exceed_default); otherwise it is capped (with a warning).
+    /// The absolute ceiling for this route's requests, instead of the server's `--timeout`.
     pub fn timeout(mut self, d: Duration) -> Self {
         self.timeout = Some(d);
         self
@@ -170,9 +168,10 @@ impl RouteOptions {
         self
     }
 
-    /// Allows [`timeout`](RouteOptions::timeout) to exceed the server's default.
-    pub fn exceed_default(mut self, yes: bool) -> Self {
-        self.exceed_default = yes;
+    /// Has no effect: a route's timeout is honoured as given, whatever the server's default.
+    /// (Until vigil 0.1 a longer one was capped at `--timeout` unless this was set.)
+    #[deprecated(note = "a route's timeout is always honoured as given; remove the call")]
+    pub fn exceed_default(self, _yes: bool) -> Self {
         self
     }
 
@@ -186,13 +185,9 @@ impl RouteOptions {
         self.stall_timeout
     }
 
-    /// The ceiling this route really gets under a server default of `default`.
+    /// The ceiling this route gets under a server default of `default`.
     pub(crate) fn effective_timeout(&self, default: Duration) -> Duration {
-        match self.timeout {
-            Some(t) if t > default && !self.exceed_default => default,
-            Some(t) => t,
-            None => default,
-        }
+        self.timeout.unwrap_or(default)
     }
 }
 
@@ -497,11 +492,10 @@ mod tests {
     }
 
     #[test]
-    fn route_timeout_is_capped_unless_allowed() {
+    fn a_routes_own_timeout_is_honoured_longer_or_shorter_than_the_default() {
         let d = Duration::from_secs(30);
-        assert_eq!(RouteOptions::new().timeout(Duration::from_secs(60)).effective_timeout(d), d);
-        let long = RouteOptions::new().timeout(Duration::from_secs(60)).exceed_default(true);
-        assert_eq!(long.effective_timeout(d), Duration::from_secs(60));
+        assert_eq!(RouteOptions::new().timeout(Duration::from_secs(60)).effective_timeout(d), Duration::from_secs(60));
+        assert_eq!(RouteOptions::new().timeout(Duration::from_secs(1)).effective_timeout(d), Duration::from_secs(1));
         assert_eq!(RouteOptions::new().effective_timeout(d), d);
     }
 }

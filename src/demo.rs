@@ -77,7 +77,7 @@ pub fn app(timeout: Duration) -> App {
         .route(
             "GET",
             "/report",
-            RouteOptions::new().stall_timeout(Duration::from_secs(1)).timeout(timeout * 10).exceed_default(true),
+            RouteOptions::new().stall_timeout(Duration::from_secs(1)).timeout(timeout * 10),
             report,
         )
         .get("/panic", |_: &Request, _: &Ctx| -> Response { panic!("demo panic") })

@@ -37,7 +37,8 @@ macro_rules! settings_table {
             /// requests that may wait for a free worker; when full, new ones get 503 (a request
             /// that waits past its deadline gets 503 too).
             backlog: Option<usize> = None => "2 × threads, at least 1024", INT_OR_AUTO, IfSet(AtLeast(1));
-            /// time a handler may run before it is cancelled and its request answered 504.
+            /// time a handler may run before it is cancelled and its request answered 504, for
+            /// routes that set no timeout of their own (a route's own is honoured as given).
             timeout: Duration = secs(30), DURATION, Above(Duration::ZERO);
             /// time a cancelled handler has to return before its thread is abandoned and replaced.
             cancel_grace: Duration = secs(5), DURATION, Any;

@@ -113,17 +113,19 @@ fn handler_errors_map_to_their_status() {
 }
 
 #[test]
-fn deadline_and_remaining_reflect_the_route_timeout() {
-    let app = App::new().route(
-        "GET",
-        "/budget",
-        RouteOptions::new().timeout(Duration::from_secs(5)),
-        |_: &Request, ctx: &Ctx| Response::text(format!("{}", ctx.remaining().as_millis())),
-    );
-    // The route asks for 5 s but may not exceed the 2 s default.
+fn deadline_and_remaining_reflect_the_routes_own_timeout_longer_or_shorter_than_the_default() {
+    let remaining = |_: &Request, ctx: &Ctx| Response::text(format!("{}", ctx.remaining().as_millis()));
+    let app = App::new()
+        .route("GET", "/long", RouteOptions::new().timeout(Duration::from_secs(5)), remaining)
+        .route("GET", "/short", RouteOptions::new().timeout(Duration::from_millis(500)), remaining)
+        .get("/default", remaining);
+    // An explicit route timeout is honoured as given: never capped at the server's default.
     let srv = start(settings().timeout(Duration::from_secs(2)), app);
-    let ms: u64 = get(srv.local_addr(), "/budget").text().parse().unwrap();
-    assert!(ms > 1000 && ms <= 2000, "{ms}");
+    let ms = |path| -> u64 { get(srv.local_addr(), path).text().parse().unwrap() };
+    let (long, short, default) = (ms("/long"), ms("/short"), ms("/default"));
+    assert!(long > 4000 && long <= 5000, "{long}");
+    assert!(short > 0 && short <= 500, "{short}");
+    assert!(default > 1000 && default <= 2000, "{default}");
     srv.stop();
 }
 
