@@ -218,6 +218,8 @@ pub(crate) enum Routed {
     /// The path exists under other methods (for 405 with `Allow`).
     MethodNotAllowed(String),
     NotFound,
+    /// A route matched, but a parameter's percent-encoding is invalid (or not UTF-8): 400.
+    BadParam,
 }
 
 /// An application: a table of routes. Patterns are literal segments, `:name` parameters and a
@@ -387,7 +389,10 @@ impl App {
         for (i, r) in self.routes.iter().enumerate() {
             if let Some(params) = r.matches(path) {
                 if r.method == lookup_method {
-                    return Routed::Found { route: RouteId::new(i), params };
+                    return match decode_params(params) {
+                        Some(params) => Routed::Found { route: RouteId::new(i), params },
+                        None => Routed::BadParam,
+                    };
                 }
                 if !allowed.contains(&r.method.as_str()) {
                     allowed.push(&r.method);
@@ -438,6 +443,33 @@ impl Route {
     }
 }
 
+/// Percent-decodes every parameter value (`%2F` is `/` within the value, `%31` is `1`; `+`
+/// stays `+`, as in any path). `None` if an escape is invalid or the result is not UTF-8.
+fn decode_params(mut params: Params) -> Option<Params> {
+    for (_, v) in params.iter_mut().filter(|(_, v)| v.contains('%')) {
+        *v = percent_decode_strict(v)?.into();
+    }
+    Some(params)
+}
+
+fn percent_decode_strict(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = |c: u8| (c as char).to_digit(16);
+            let (h, l) = (hex(*b.get(i + 1)?)?, hex(*b.get(i + 2)?)?);
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// `/a/` and `/a` route alike; `/` stays `/`.
 fn normalize(path: &str) -> &str {
     if path.len() > 1 {
@@ -476,6 +508,22 @@ mod tests {
         assert_eq!(found(a.find("HEAD", "/items/42")).0, 1);
         let (_, p) = found(a.find("GET", "/files/a/b.txt"));
         assert_eq!(&*p[0].1, "a/b.txt");
+    }
+
+    #[test]
+    fn route_parameters_are_percent_decoded_and_bad_escapes_refused() {
+        let a = app();
+        for (path, want) in
+            [("/items/%31", "1"), ("/items/a%2Fb", "a/b"), ("/items/caf%C3%A9", "café"), ("/items/a+b", "a+b")]
+        {
+            let (_, p) = found(a.find("GET", path));
+            assert_eq!(&*p[0].1, want, "{path}");
+        }
+        let (_, p) = found(a.find("GET", "/files/x%20y/z"));
+        assert_eq!(&*p[0].1, "x y/z");
+        for bad in ["/items/%zz", "/items/%4", "/items/%", "/items/%FF"] {
+            assert!(matches!(a.find("GET", bad), Routed::BadParam), "{bad}");
+        }
     }
 
     #[test]

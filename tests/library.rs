@@ -317,3 +317,17 @@ fn a_disarmed_on_cancel_callback_does_not_touch_a_connection_back_in_its_pool() 
     assert!(!shut_pooled.load(Ordering::SeqCst), "a disarmed callback ran");
     srv.stop();
 }
+
+#[test]
+fn route_parameters_arrive_percent_decoded_and_an_invalid_escape_is_a_400() {
+    let app =
+        App::new().get("/users/:id", |req: &Request, _: &Ctx| Response::text(req.param("id").unwrap().to_string()));
+    let srv = start(settings(), app);
+    let addr = srv.local_addr();
+    assert_eq!(get(addr, "/users/%31").text(), "1");
+    assert_eq!(get(addr, "/users/a%2Fb").text(), "a/b");
+    let r = get(addr, "/users/%zz");
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("percent-encoding"), "{}", r.text());
+    srv.stop();
+}

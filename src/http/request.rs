@@ -71,7 +71,8 @@ impl Request {
         })
     }
 
-    /// A path parameter captured by the route pattern (`/items/:id` → `param("id")`).
+    /// A path parameter captured by the route pattern (`/items/:id` → `param("id")`),
+    /// percent-decoded (`/items/a%2Fb` → `a/b`; a request with an invalid escape gets 400).
     pub fn param(&self, name: &str) -> Option<&str> {
         self.params.iter().find(|(k, _)| &**k == name).map(|(_, v)| &**v)
     }

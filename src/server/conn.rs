@@ -285,6 +285,10 @@ impl Conn<'_> {
                 let resp = Response::error(405, "method not allowed").with_header("Allow", allow);
                 return self.answer_directly(resp, &head, method, &request_id, false, t0);
             }
+            Routed::BadParam => {
+                let resp = Response::error(400, "invalid percent-encoding in the path");
+                return self.answer_directly(resp, &head, method, &request_id, false, t0);
+            }
         };
         if shared.lifecycle.past_graceful_timeout(t0) {
             shared.metrics.reject(Rejected::Draining);
