@@ -63,13 +63,36 @@ impl From<std::io::Error> for Error {
     }
 }
 
-/// What a handler may return: a [`Response`], or a `Result` whose error converts to [`Error`].
+/// What a handler may return: a [`Response`], a string, or a `Result` whose `Ok` and `Err` both
+/// are `IntoResponse` (axum's model). So an app can have its own error type, rendered its way
+/// (JSON, say), and use `?` with it; [`Error`] and [`Cancelled`] are ready-made ones.
 ///
 /// ```
 /// use vigil::{IntoResponse, Response};
 /// let ok: Result<Response, vigil::Cancelled> = Err(vigil::Cancelled);
 /// assert_eq!(ok.into_response().status(), 504);
 /// assert_eq!("hi".into_response().body(), b"hi");
+///
+/// // An app's own error type.
+/// enum ApiError { NotFound, Invalid(String) }
+/// impl IntoResponse for ApiError {
+///     fn into_response(self) -> Response {
+///         match self {
+///             ApiError::NotFound => Response::new(404),
+///             ApiError::Invalid(why) => Response::text(why).with_status(422),
+///         }
+///     }
+/// }
+/// impl From<std::num::ParseIntError> for ApiError {
+///     fn from(e: std::num::ParseIntError) -> Self { ApiError::Invalid(e.to_string()) }
+/// }
+/// fn quantity(s: &str) -> Result<Response, ApiError> {
+///     let n: u32 = s.parse()?; // `?` converts with the app's own From
+///     if n == 0 { return Err(ApiError::NotFound); }
+///     Ok(Response::text(n.to_string()))
+/// }
+/// assert_eq!(quantity("x").into_response().status(), 422);
+/// assert_eq!(quantity("0").into_response().status(), 404);
 /// ```
 pub trait IntoResponse {
     /// Converts into the response sent to the client.
@@ -94,15 +117,34 @@ impl IntoResponse for String {
     }
 }
 
-impl<T: IntoResponse, E: Into<Error>> IntoResponse for Result<T, E> {
+impl<T: IntoResponse, E: IntoResponse> IntoResponse for Result<T, E> {
     fn into_response(self) -> Response {
         match self {
             Ok(r) => r.into_response(),
-            Err(e) => {
-                let e: Error = e.into();
-                Response::error(e.status, &e.message)
-            }
+            Err(e) => e.into_response(),
         }
+    }
+}
+
+/// Its status and its message as a short text body.
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        Response::error(self.status, &self.message)
+    }
+}
+
+/// As `vigil::Error::from(e)` does.
+impl IntoResponse for std::io::Error {
+    fn into_response(self) -> Response {
+        Error::from(self).into_response()
+    }
+}
+
+/// `504 Gateway Timeout`: the request was cancelled (the client has had, or is about to have,
+/// the watchdog's 504 anyway).
+impl IntoResponse for Cancelled {
+    fn into_response(self) -> Response {
+        Error::from(self).into_response()
     }
 }
 
