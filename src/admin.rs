@@ -104,9 +104,9 @@ fn route(path: &str, shared: &Shared) -> Response {
             Ok(()) => Response::text("ready\n"),
             Err(why) => Response::error(503, &why),
         },
-        "/requests" => Response::json(requests_json(shared)),
-        "/timeouts" => Response::json(serde_json::Value::Array(timeouts(shared)).to_string()),
-        "/status" => Response::json(status(shared).to_string()),
+        "/requests" => Response::json_str(requests_json(shared)),
+        "/timeouts" => Response::json_str(serde_json::Value::Array(timeouts(shared)).to_string()),
+        "/status" => Response::json_str(status(shared).to_string()),
         _ => Response::error(404, "not found (try /, /metrics, /healthz, /readyz, /requests, /timeouts, /status)"),
     }
     .with_header("Cache-Control", "no-store")

@@ -133,6 +133,21 @@ impl IntoResponse for Error {
     }
 }
 
+/// 400 or 415 with the reason as a short text body (see [`Request::json`]).
+#[cfg(feature = "json")]
+impl IntoResponse for crate::http::request::JsonError {
+    fn into_response(self) -> Response {
+        Error::from(self).into_response()
+    }
+}
+
+#[cfg(feature = "json")]
+impl From<crate::http::request::JsonError> for Error {
+    fn from(e: crate::http::request::JsonError) -> Self {
+        Error::new(e.status(), e.to_string())
+    }
+}
+
 /// As `vigil::Error::from(e)` does.
 impl IntoResponse for std::io::Error {
     fn into_response(self) -> Response {

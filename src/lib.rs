@@ -36,6 +36,8 @@ mod settings;
 
 pub use app::{App, Error, Handler, IntoResponse, RouteOptions};
 pub use ctx::{CancelGuard, Cancelled, Ctx};
+#[cfg(feature = "json")]
+pub use http::request::JsonError;
 pub use http::request::{Request, RequestBuilder};
 pub use http::response::Response;
 pub use logging::LogFormat;

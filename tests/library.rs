@@ -331,3 +331,38 @@ fn route_parameters_arrive_percent_decoded_and_an_invalid_escape_is_a_400() {
     assert!(r.text().contains("percent-encoding"), "{}", r.text());
     srv.stop();
 }
+
+#[test]
+fn json_bodies_in_and_out_with_415_and_400_for_what_is_not_json() {
+    #[derive(serde::Deserialize)]
+    struct NewUser {
+        name: String,
+    }
+    #[derive(serde::Serialize)]
+    struct User {
+        id: u32,
+        name: String,
+    }
+    let app = App::new().post("/users", |req: &Request, _: &Ctx| -> Result<Response, vigil::JsonError> {
+        let new: NewUser = req.json()?;
+        Ok(Response::json(&User { id: 1, name: new.name }).with_status(201))
+    });
+    let srv = start(settings(), app);
+    let post = |ct: &str, body: &str| {
+        let req = format!(
+            "POST /users HTTP/1.1\r\nHost: t\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        raw(srv.local_addr(), req.as_bytes()).unwrap()
+    };
+    let ok = post("application/json; charset=utf-8", r#"{"name":"ada"}"#);
+    assert_eq!((ok.status, ok.text().as_str()), (201, r#"{"id":1,"name":"ada"}"#));
+    assert_eq!(ok.header("content-type"), Some("application/json"));
+    let wrong_type = post("text/plain", r#"{"name":"ada"}"#);
+    assert_eq!(wrong_type.status, 415);
+    assert!(wrong_type.text().contains("text/plain"), "{}", wrong_type.text());
+    let bad = post("application/json", r#"{"name": 7}"#);
+    assert_eq!(bad.status, 400);
+    assert!(bad.text().contains("invalid type") && bad.text().contains("column"), "{}", bad.text());
+    srv.stop();
+}

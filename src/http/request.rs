@@ -92,6 +92,32 @@ impl Request {
         &self.body
     }
 
+    /// The body parsed as JSON into `T`. Needs the `json` feature. Errors are answers: a
+    /// `Content-Type` other than `application/json` (or `…+json`) is [`JsonError::ContentType`]
+    /// (415), a body that does not parse into `T` is [`JsonError::Body`] (400, saying where and
+    /// why); both are `IntoResponse`, so `?` in a handler answers them.
+    ///
+    /// ```
+    /// #[derive(Debug, serde::Deserialize)]
+    /// struct NewUser { name: String }
+    /// let req = vigil::Request::builder("POST", "/users")
+    ///     .header("Content-Type", "application/json")
+    ///     .body(r#"{"name":"ada"}"#)
+    ///     .build();
+    /// assert_eq!(req.json::<NewUser>().unwrap().name, "ada");
+    /// let bad = vigil::Request::builder("POST", "/users").header("Content-Type", "application/json").body("{").build();
+    /// assert_eq!(bad.json::<NewUser>().unwrap_err().status(), 400);
+    /// ```
+    #[cfg(feature = "json")]
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, JsonError> {
+        let ct = self.header("content-type").unwrap_or("");
+        let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        if mime != "application/json" && !(mime.starts_with("application/") && mime.ends_with("+json")) {
+            return Err(JsonError::ContentType(if ct.is_empty() { "(none)".into() } else { ct.into() }));
+        }
+        serde_json::from_slice(&self.body).map_err(|e| JsonError::Body(e.to_string()))
+    }
+
     /// `true` for HTTP/1.1, `false` for HTTP/1.0.
     pub fn is_http11(&self) -> bool {
         self.head.version == Version::Http11
@@ -124,6 +150,41 @@ impl std::fmt::Debug for Request {
             .finish()
     }
 }
+
+/// Why [`Request::json`] could not give a value (the `json` feature).
+#[cfg(feature = "json")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum JsonError {
+    /// The request's `Content-Type` (as sent) is not JSON: 415 Unsupported Media Type.
+    ContentType(String),
+    /// The body is not JSON, or not of the expected shape (serde's message): 400 Bad Request.
+    Body(String),
+}
+
+#[cfg(feature = "json")]
+impl JsonError {
+    /// The status the client gets.
+    pub fn status(&self) -> u16 {
+        match self {
+            JsonError::ContentType(_) => 415,
+            JsonError::Body(_) => 400,
+        }
+    }
+}
+
+#[cfg(feature = "json")]
+impl std::fmt::Display for JsonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JsonError::ContentType(ct) => write!(f, "expected a JSON body (Content-Type: application/json), got {ct}"),
+            JsonError::Body(why) => write!(f, "invalid JSON body: {why}"),
+        }
+    }
+}
+
+#[cfg(feature = "json")]
+impl std::error::Error for JsonError {}
 
 /// Builds a [`Request`] without a socket, for handler tests.
 ///

@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// let r = Response::text("hello").with_status(201).with_header("X-Kind", "greeting");
 /// assert_eq!(r.status(), 201);
 /// assert_eq!(r.body(), b"hello");
-/// let j = Response::json(r#"{"ok":true}"#);
+/// let j = Response::json_str(r#"{"ok":true}"#);
 /// assert_eq!(j.header("content-type"), Some("application/json"));
 /// ```
 #[derive(Clone, Debug)]
@@ -43,9 +43,28 @@ impl Response {
         }
     }
 
-    /// `200 OK` with an `application/json` body (already serialized).
-    pub fn json(body: impl Into<Cow<'static, str>>) -> Self {
+    /// `200 OK` with an `application/json` body, already serialized.
+    pub fn json_str(body: impl Into<Cow<'static, str>>) -> Self {
         Response::text(body).with_header("Content-Type", "application/json")
+    }
+
+    /// `200 OK` with `value` serialized as JSON (`application/json`). A value serde cannot
+    /// serialize (a map with non-string keys, a failing `Serialize` impl) gives a 500 with a
+    /// short text body instead. Needs the `json` feature.
+    ///
+    /// ```
+    /// #[derive(serde::Serialize)]
+    /// struct User { id: u32, name: &'static str }
+    /// let r = vigil::Response::json(&User { id: 7, name: "ada" }).with_status(201);
+    /// assert_eq!(r.body(), br#"{"id":7,"name":"ada"}"#);
+    /// assert_eq!(r.header("content-type"), Some("application/json"));
+    /// ```
+    #[cfg(feature = "json")]
+    pub fn json<T: serde::Serialize + ?Sized>(value: &T) -> Self {
+        match serde_json::to_vec(value) {
+            Ok(body) => Response::bytes(body).with_header("Content-Type", "application/json"),
+            Err(e) => Response::error(500, &format!("response could not be serialized as JSON: {e}")),
+        }
     }
 
     /// `200 OK` with raw bytes and no content type.
