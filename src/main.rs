@@ -105,7 +105,7 @@ fn parse_service_args(args: &[String]) -> Result<Option<ServiceCommand>, String>
 fn service_settings(action: &str, flags: &[String]) -> Result<Settings, i32> {
     Settings::from_args(&flags.iter().map(String::as_str).collect::<Vec<_>>()).map_err(|e| {
         if e.is_help() {
-            print!("{}", e.message);
+            print!("{}", e.message());
             0
         } else {
             eprintln!("vigil service {action}: {e}\nRun `vigil --help` for the list of flags.");
