@@ -4,10 +4,16 @@
 //! Inside: [`shared`] (what every part of a server shares), [`lifecycle`] (running, draining,
 //! stopped), [`listener`] (the accept coroutine) and [`conn`] (one coroutine per connection).
 
+// Socket activation and the supervisor protocol, as units of their own until Server::start
+// uses them.
+#[allow(dead_code)]
+pub(crate) mod activation;
 pub(crate) mod conn;
 pub(crate) mod connections;
 pub(crate) mod lifecycle;
 pub(crate) mod listener;
+#[allow(dead_code)]
+pub(crate) mod notify;
 pub(crate) mod shared;
 
 use std::io;
