@@ -1,5 +1,6 @@
-//! The `vigil` binary: the demo app on the settings given by flags (see `vigil --help`), and
-//! `vigil service ...` to run it as a Windows service.
+//! The `vigil` binary: the demo app on the settings given by flags, `VIGIL_*` variables and the
+//! `--config` file (see `vigil --help` and docs/settings.md), and `vigil service ...` to run it
+//! as a Windows service.
 
 mod demo;
 

@@ -2,18 +2,14 @@
 //! drain, and the handles an embedding app holds.
 //!
 //! Inside: [`shared`] (what every part of a server shares), [`lifecycle`] (running, draining,
-//! stopped), [`listener`] (the accept coroutine) and [`conn`] (one coroutine per connection).
+//! stopped), [`activation`] (listeners handed over by a supervisor), [`listener`] (binding, and
+//! the accept coroutine) and [`conn`] (one coroutine per connection).
 
-// Socket activation and the supervisor protocol, as units of their own until Server::start
-// uses them.
-#[allow(dead_code)]
 pub(crate) mod activation;
 pub(crate) mod conn;
 pub(crate) mod connections;
 pub(crate) mod lifecycle;
 pub(crate) mod listener;
-#[allow(dead_code)]
-pub(crate) mod notify;
 pub(crate) mod shared;
 
 use std::io;
@@ -28,6 +24,7 @@ use crate::app::App;
 use crate::http::parse::Limits;
 use crate::logging::OncePerSecond;
 use crate::metrics::Metrics;
+use crate::runtime::notify::{Message, Supervisor};
 use crate::runtime::pool::{Pool, PoolConfig};
 use crate::runtime::watchdog::{Watchdog, WatchdogConfig};
 use crate::settings::Settings;
@@ -76,6 +73,12 @@ fn configure_runtime() {
 impl Server {
     /// Binds the listeners, starts the worker pool, the watchdog, the lifecycle thread, the
     /// accept coroutine and the admin listener, and returns at once.
+    ///
+    /// Under a supervisor: listening sockets it passed (`LISTEN_FDS`, named `public` and
+    /// `admin` in `LISTEN_FDNAMES`, or first and second) are used instead of binding
+    /// `settings.bind` / `settings.admin_bind`; with `NOTIFY_SOCKET`, the server sends
+    /// `READY=1` once it serves and `STOPPING=1` when it drains, and its watchdog thread sends
+    /// `WATCHDOG=1` (when `WATCHDOG_USEC` asks for it) and `STATUS=` lines.
     pub fn start(settings: Settings, app: App) -> io::Result<ServerHandle> {
         settings.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         for w in settings.warnings() {
@@ -91,9 +94,26 @@ impl Server {
             head_bytes: settings.limit_request_head,
             max_body: settings.max_body,
         };
-        let listener = may::net::TcpListener::bind(settings.bind)?;
+        let supervisor = Supervisor::from_env()?;
+        let inherited = activation::inherited()?;
+        let public = match inherited.public {
+            Some(l) => {
+                info!("serving on the socket passed as `public` ({}) instead of --bind", l.local_addr()?);
+                l
+            }
+            None => listener::bind(settings.bind)?,
+        };
+        let listener = listener::into_coroutine_listener(public)?;
         let addr = listener.local_addr()?;
-        let admin = settings.admin_bind.map(std::net::TcpListener::bind).transpose()?;
+        let admin = match inherited.admin {
+            Some(l) => {
+                info!("admin endpoints on the socket passed as `admin` ({}) instead of --admin-bind", l.local_addr()?);
+                // The admin threads accept in blocking mode, whatever mode the supervisor left.
+                l.set_nonblocking(false)?;
+                Some(l)
+            }
+            None => settings.admin_bind.map(std::net::TcpListener::bind).transpose()?,
+        };
         let admin_addr = admin.as_ref().map(|l| l.local_addr()).transpose()?;
 
         let pool = Pool::new(
@@ -111,6 +131,7 @@ impl Server {
                 tick: settings.watchdog_tick,
                 grace: settings.cancel_grace,
                 max_abandoned: settings.effective_max_abandoned(),
+                supervisor: supervisor.clone(),
             },
             Arc::clone(&routes),
             Arc::clone(&pool),
@@ -126,6 +147,7 @@ impl Server {
             conns: Connections::default(),
             ids: RequestIds::new(u64::from(addr.port())),
             queue_full_log: OncePerSecond::new(),
+            notifier: supervisor.map(|s| s.notifier),
             settings,
         });
         shared.pool.start()?;
@@ -148,6 +170,7 @@ impl Server {
             crate::admin::spawn(l, Arc::clone(&shared))?;
         }
         listener::spawn(listener, Arc::clone(&shared))?;
+        shared.notify(Message::Ready);
         Ok(ServerHandle { addr, admin_addr, shared })
     }
 
@@ -205,6 +228,7 @@ fn drain(shared: &Shared, addr: SocketAddr) {
     let Some(cancel_at) = shared.lifecycle.begin_drain(s.graceful_timeout) else {
         return;
     };
+    shared.notify(Message::Stopping);
     shared.watchdog.begin_drain(cancel_at);
     let delay = s.shutdown_delay.min(s.graceful_timeout);
     info!(

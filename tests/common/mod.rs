@@ -354,7 +354,9 @@ pub fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// The `vigil` binary (or `VIGIL_SERVER_CMD`) as a command without arguments, with no `VIGIL_*`
 /// variable of ours in its environment: the server reads `VIGIL_<SETTING>` variables and refuses
 /// to start on one that names no setting, and the test tools' own (`VIGIL_SERVER_CMD`,
-/// `VIGIL_TEST_LOG`, `VIGIL_BLESS`, …) name none. `PORT` is removed too: it would move the bind.
+/// `VIGIL_TEST_LOG`, `VIGIL_BLESS`, …) name none. `PORT` is removed too: it would move the bind;
+/// and so are a supervisor's variables, in case the tests run under one (`LISTEN_*`: sockets that
+/// are not the test's; `NOTIFY_SOCKET`, `WATCHDOG_*`: a manager that is not the test's).
 pub fn vigil_command() -> Command {
     let mut cmd = match std::env::var("VIGIL_SERVER_CMD") {
         Ok(c) if !c.trim().is_empty() => {
@@ -366,7 +368,9 @@ pub fn vigil_command() -> Command {
         _ => Command::new(env!("CARGO_BIN_EXE_vigil")),
     };
     for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("VIGIL_") || key == "PORT" {
+        let key_text = key.to_string_lossy();
+        let supervisor = ["LISTEN_", "WATCHDOG_", "SYSTEMFD_"].iter().any(|p| key_text.starts_with(p));
+        if key_text.starts_with("VIGIL_") || key == "PORT" || key == "NOTIFY_SOCKET" || supervisor {
             cmd.env_remove(key);
         }
     }
@@ -407,6 +411,13 @@ impl ServerProc {
         let srv = ServerProc::spawn(vigil_command(), &all);
         srv.admin();
         srv
+    }
+
+    /// Starts `cmd` (built on [`vigil_command`], e.g. through a wrapper that passes it sockets)
+    /// with `args` and waits for its `listening on` line.
+    pub fn start_command(cmd: Command, args: &[&str]) -> ServerProc {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        ServerProc::spawn(cmd, &args)
     }
 
     /// Starts the server with exactly `args` and the extra environment `env` (nothing added:

@@ -13,9 +13,45 @@
 //! dozen lines over `std::os::unix::net::UnixDatagram`.
 //!
 //! On Windows there is no such protocol: [`Notifier::from_env`] finds nothing.
+//!
+//! Who sends what: the server sends `READY=1` once it serves and `STOPPING=1` when its drain
+//! begins; the watchdog thread sends `WATCHDOG=1` at half the manager's `WATCHDOG_USEC` (so a
+//! watchdog that stops ticking gets the process restarted) and a `STATUS=` line every
+//! [`STATUS_EVERY`] with the requests in flight and the abandoned threads ([`Supervisor`]).
 
+use std::borrow::Cow;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// How often the watchdog thread sends a `STATUS=` line.
+pub(crate) const STATUS_EVERY: Duration = Duration::from_secs(2);
+
+/// The service manager the watchdog thread reports to, and how often.
+#[derive(Clone, Debug)]
+pub(crate) struct Supervisor {
+    pub notifier: Arc<Notifier>,
+    /// `WATCHDOG=1` every this long (half of `WATCHDOG_USEC`); `None`: no watchdog asked for.
+    pub ping_every: Option<Duration>,
+    /// `STATUS=` every this long.
+    pub status_every: Duration,
+}
+
+impl Supervisor {
+    /// The manager named by `NOTIFY_SOCKET`, with the watchdog interval of `WATCHDOG_USEC` /
+    /// `WATCHDOG_PID`; `None` without `NOTIFY_SOCKET`. A value that cannot be used is an error
+    /// (the manager would wait in vain for `READY=1`, or kill a healthy process).
+    pub(crate) fn from_env() -> io::Result<Option<Supervisor>> {
+        let invalid = |message: String| io::Error::new(io::ErrorKind::InvalidInput, message);
+        let Some(notifier) = Notifier::from_env()? else { return Ok(None) };
+        let interval = watchdog_interval_from_env().map_err(invalid)?;
+        Ok(Some(Supervisor {
+            notifier: Arc::new(notifier),
+            ping_every: interval.map(|i| i / 2),
+            status_every: STATUS_EVERY,
+        }))
+    }
+}
 
 /// A message to the service manager.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,11 +69,11 @@ pub(crate) enum Message {
 impl Message {
     /// The datagram: `READY=1`, `STATUS=text` (a newline in the text would start another
     /// assignment, so newlines become spaces).
-    pub(crate) fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> Cow<'static, str> {
         match self {
             Message::Ready => "READY=1".into(),
             Message::Stopping => "STOPPING=1".into(),
-            Message::Status(text) => format!("STATUS={}", text.replace(['\n', '\r'], " ")),
+            Message::Status(text) => format!("STATUS={}", text.replace(['\n', '\r'], " ")).into(),
             Message::Watchdog => "WATCHDOG=1".into(),
         }
     }
