@@ -62,16 +62,29 @@ pub(crate) fn into_coroutine_listener(listener: std::net::TcpListener) -> io::Re
     }
 }
 
-pub(crate) fn spawn(listener: may::net::TcpListener, shared: Arc<Shared>) -> std::io::Result<()> {
+/// Where the listening socket came from, which decides how the drain stops accepting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// Bound by this server: the backlog dies with it, so the drain accepts everything that
+    /// reached it before its own wake-up connection.
+    Bound,
+    /// Passed by a supervisor, which keeps its own copy: what is still in the backlog waits for
+    /// the next process. Another process may be accepting from the same queue (a new one started
+    /// while this one drains) and take the drain's wake-up connection, so the first connection
+    /// accepted once the listener is closing is served and ends the accept loop.
+    Inherited,
+}
+
+pub(crate) fn spawn(listener: may::net::TcpListener, source: Source, shared: Arc<Shared>) -> std::io::Result<()> {
     let builder = may::coroutine::Builder::new().name("vigil-accept".into());
     // SAFETY: may's contract for spawning a coroutine: the accept loop holds no thread-local
     // across a yield and never blocks its scheduler thread (may sockets, may's sleep; every
     // connection's work goes to coroutines of its own).
-    unsafe { builder.spawn(move || accept_loop(listener, shared)) }?;
+    unsafe { builder.spawn(move || accept_loop(listener, source, shared)) }?;
     Ok(())
 }
 
-fn accept_loop(listener: may::net::TcpListener, shared: Arc<Shared>) {
+fn accept_loop(listener: may::net::TcpListener, source: Source, shared: Arc<Shared>) {
     loop {
         let (stream, peer) = match listener.accept() {
             Ok(x) => x,
@@ -85,7 +98,8 @@ fn accept_loop(listener: may::net::TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        if shared.lifecycle.phase() >= Phase::Closing && shared.lifecycle.is_wake_up(peer) {
+        let closing = shared.lifecycle.phase() >= Phase::Closing;
+        if closing && shared.lifecycle.is_wake_up(peer) {
             // The drain's own connection: everything that reached the listener before it has
             // been accepted (the backlog is first in, first out). Closing the listener now
             // refuses only what comes later.
@@ -111,7 +125,11 @@ fn accept_loop(listener: may::net::TcpListener, shared: Arc<Shared>) {
         }
         // Accepted, also during a drain: served to the end.
         spawn_connection(stream, peer, shared2);
+        if closing && source == Source::Inherited {
+            break; // see Source::Inherited
+        }
     }
+    shared.conns.accept_stopped.store(true, Release);
     info!("stopped accepting connections");
 }
 

@@ -96,12 +96,12 @@ impl Server {
         };
         let supervisor = Supervisor::from_env()?;
         let inherited = activation::inherited()?;
-        let public = match inherited.public {
+        let (public, source) = match inherited.public {
             Some(l) => {
                 info!("serving on the socket passed as `public` ({}) instead of --bind", l.local_addr()?);
-                l
+                (l, listener::Source::Inherited)
             }
-            None => listener::bind(settings.bind)?,
+            None => (listener::bind(settings.bind)?, listener::Source::Bound),
         };
         let listener = listener::into_coroutine_listener(public)?;
         let addr = listener.local_addr()?;
@@ -155,7 +155,7 @@ impl Server {
         let supervisor = Arc::clone(&shared);
         std::thread::Builder::new().name("vigil-lifecycle".into()).spawn(move || {
             supervisor.lifecycle.wait_for_request();
-            drain(&supervisor, addr);
+            drain(&supervisor, addr, source);
         })?;
         let s = &shared.settings;
         info!(
@@ -169,7 +169,7 @@ impl Server {
         if let Some(l) = admin {
             crate::admin::spawn(l, Arc::clone(&shared))?;
         }
-        listener::spawn(listener, Arc::clone(&shared))?;
+        listener::spawn(listener, source, Arc::clone(&shared))?;
         shared.notify(Message::Ready);
         Ok(ServerHandle { addr, admin_addr, shared })
     }
@@ -223,7 +223,7 @@ impl ShutdownTrigger {
 /// 4. `--graceful-timeout` after the signal, what is still queued gets 503 and what still runs
 ///    504 (the watchdog), and the last answers are written (bounded by `--write-timeout`);
 /// 5. the workers and the watchdog stop.
-fn drain(shared: &Shared, addr: SocketAddr) {
+fn drain(shared: &Shared, addr: SocketAddr, source: listener::Source) {
     let s = &shared.settings;
     let Some(cancel_at) = shared.lifecycle.begin_drain(s.graceful_timeout) else {
         return;
@@ -244,6 +244,16 @@ fn drain(shared: &Shared, addr: SocketAddr) {
     shared.lifecycle.begin_closing(wake_up.as_ref().ok().and_then(|c| c.local_addr().ok()));
     drop(wake_up);
     let idle = shared.conns.close_idle();
+    if source == listener::Source::Inherited {
+        // The supervisor's socket may be shared with a process started meanwhile, which can
+        // take the wake-up connection: wake the accept coroutine until it stops, so that it
+        // accepts nothing after the wait below (that connection would be cut at exit).
+        let give_up = Instant::now() + Duration::from_secs(2);
+        while !shared.conns.accept_stopped.load(Acquire) && Instant::now() < give_up {
+            let _ = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
     info!("listener closed; {idle} idle connections closed; finishing {} busy connections", shared.conns.busy_count());
 
     let hard_stop =
