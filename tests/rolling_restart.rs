@@ -19,7 +19,8 @@
 //! Both proxies run as the current user, in the foreground, on loopback, with their pid, logs
 //! and temporary files in a directory of their own.
 //!
-//! `VIGIL_TEST_SHUTDOWN_DELAY=2s` starts the instances with `--shutdown-delay 2s`.
+//! The instances get `--shutdown-delay 2s`, what deploy/haproxy.cfg and deploy/nginx.conf
+//! prescribe; `VIGIL_TEST_SHUTDOWN_DELAY` sets another (`0s` shows what happens without one).
 
 #![cfg(unix)]
 
@@ -123,15 +124,16 @@ fn rolling_restart(proxy: Proxy) {
     assert!(stats.ok.len() > 100, "too little load to say anything: {} requests", stats.ok.len());
 }
 
-/// `--threads 8`, plus `--shutdown-delay` from `VIGIL_TEST_SHUTDOWN_DELAY`.
+/// The shutdown delay deploy/ prescribes for both proxies.
+const SHUTDOWN_DELAY: &str = "2s";
+
+/// `--threads 8 --shutdown-delay 2s` (or `VIGIL_TEST_SHUTDOWN_DELAY`).
 fn instance_args() -> Vec<String> {
-    let mut args = vec!["--threads".to_string(), "8".to_string()];
-    if let Ok(delay) = std::env::var("VIGIL_TEST_SHUTDOWN_DELAY") {
-        if !delay.trim().is_empty() {
-            args.extend(["--shutdown-delay".to_string(), delay]);
-        }
-    }
-    args
+    let delay = std::env::var("VIGIL_TEST_SHUTDOWN_DELAY")
+        .ok()
+        .filter(|d| !d.trim().is_empty())
+        .unwrap_or_else(|| SHUTDOWN_DELAY.to_string());
+    ["--threads", "8", "--shutdown-delay", &delay].map(String::from).to_vec()
 }
 
 // ---- The instances ----
