@@ -42,7 +42,7 @@ pub use http::request::{Request, RequestBuilder};
 pub use http::response::Response;
 pub use logging::LogFormat;
 pub use server::{Server, ServerHandle, ShutdownTrigger};
-pub use settings::{Settings, SettingsError};
+pub use settings::{LoadedSettings, Mode, Origin, Settings, SettingsError};
 
 #[doc(hidden)]
 pub mod internals;

@@ -1,5 +1,6 @@
-//! The `vigil` binary: the demo app on the settings given by flags (see `vigil --help`), and
-//! `vigil service ...` to run it as a Windows service.
+//! The `vigil` binary: the demo app on the settings given by flags, `VIGIL_*` variables and the
+//! `--config` file (see `vigil --help` and docs/settings.md), and `vigil service ...` to run it
+//! as a Windows service.
 
 mod demo;
 
@@ -105,7 +106,7 @@ fn parse_service_args(args: &[String]) -> Result<Option<ServiceCommand>, String>
 fn service_settings(action: &str, flags: &[String]) -> Result<Settings, i32> {
     Settings::from_args(&flags.iter().map(String::as_str).collect::<Vec<_>>()).map_err(|e| {
         if e.is_help() {
-            print!("{}", e.message);
+            print!("{}", e.message());
             0
         } else {
             eprintln!("vigil service {action}: {e}\nRun `vigil --help` for the list of flags.");

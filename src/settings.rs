@@ -16,6 +16,9 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+mod load;
+pub use load::{LoadedSettings, Mode, Origin};
+
 use crate::http::parse::{
     DEFAULT_MAX_BODY, DEFAULT_MAX_FIELDS, DEFAULT_MAX_FIELD_SIZE, DEFAULT_MAX_HEAD_BYTES, DEFAULT_MAX_REQUEST_LINE,
 };
@@ -149,7 +152,7 @@ macro_rules! generate_settings {
             fn check_ranges(&self) -> Result<(), SettingsError> {
                 $(
                     Rule::test(&$accept, &self.$field, &$kind.show)
-                        .map_err(|message| SettingsError::new(&flag(stringify!($field)), message))?;
+                        .map_err(|message| SettingsError::invalid(stringify!($field), message))?;
                 )*
                 Ok(())
             }
@@ -158,6 +161,7 @@ macro_rules! generate_settings {
             fn rows() -> Vec<Row> {
                 vec![$(
                     Row {
+                        field: stringify!($field),
                         flag: flag(stringify!($field)),
                         format: $kind.format,
                         accepted: Rule::describe(&$accept, &$kind.show),
@@ -182,21 +186,48 @@ macro_rules! generate_settings {
             }
         }
 
+        /// The settings' names, in table order. Each is a key of the `--config` file; its
+        /// environment variable is `VIGIL_` and the name in capitals ([`env_name`]), its flag
+        /// the name with dashes ([`flag`]).
+        const FIELDS: &[&str] = &[$(stringify!($field)),*];
+
+        impl Settings {
+            /// Parses `text` as the value of the setting `name` (one of [`FIELDS`]) and sets it;
+            /// `Err(message)` when it is not a value of the setting's kind.
+            fn set_text(&mut self, name: &str, text: &str) -> Result<(), String> {
+                match name {
+                    $( stringify!($field) => self.$field = ($kind.parse)(text)?, )*
+                    _ => return Err(format!("no setting is named {name:?}")),
+                }
+                Ok(())
+            }
+
+            /// Every setting's value as a TOML value, in table order (for `--print-config`).
+            fn toml_values(&self) -> Vec<(&'static str, String)> {
+                vec![$( (stringify!($field), $kind.toml.literal(&($kind.show)(&self.$field))), )*]
+            }
+        }
+
+        impl Cli {
+            /// The settings given as flags: (name, text), in table order.
+            fn given(&self) -> Vec<(&'static str, &str)> {
+                let mut given = Vec::new();
+                $(
+                    if let Some(text) = Given::given(&self.$field) {
+                        given.push((stringify!($field), text));
+                    }
+                )*
+                given
+            }
+        }
+
         impl TryFrom<Cli> for Settings {
             type Error = SettingsError;
 
-            /// Defaults, overridden by the flags given, then validated.
+            /// Defaults, overridden by the `--config` file if one is named, then by the flags
+            /// given, then validated (no environment variables: see [`Settings::load`]).
             fn try_from(cli: Cli) -> Result<Settings, SettingsError> {
-                let mut settings = Settings::default();
-                $(
-                    if let Some(text) = Given::given(&cli.$field) {
-                        settings.$field = ($kind.parse)(text).map_err(|message| {
-                            SettingsError::new(&flag(stringify!($field)), message)
-                        })?;
-                    }
-                )*
-                settings.validate()?;
-                Ok(settings)
+                load::resolve(cli, Vec::new()).map(|loaded| loaded.settings)
             }
         }
 
@@ -218,15 +249,40 @@ macro_rules! shown_default {
 /// option kept as text (argh cannot take a field's type from a macro).
 macro_rules! generate_cli {
     ([$($fields:tt)*]) => {
-        /// The command-line flags of `vigil`, generated from the settings table.
+        /// The command-line flags of `vigil`, generated from the settings table, plus the three
+        /// that say where settings come from and what to do with them.
         ///
         /// Every value is kept as text so that [`Settings`] parses and checks it:
-        /// `Settings::try_from(cli)` applies the flags given over the defaults and validates.
-        /// [`Settings::from_args`] does all of it from a slice of arguments.
+        /// `Settings::try_from(cli)` applies the `--config` file and the flags given over the
+        /// defaults and validates. [`Settings::from_args`] does all of it from a slice of
+        /// arguments, and [`Settings::load`] adds the environment.
+        ///
+        /// ```
+        /// use vigil::internals::Cli;
+        /// use vigil::Settings;
+        ///
+        /// let cli = Cli { threads: Some("3".into()), ..Cli::default() };
+        /// assert_eq!(Settings::try_from(cli).unwrap().threads, 3);
+        /// ```
         #[derive(argh::FromArgs, Debug, Default)]
         #[argh(description = "HTTP/1.1 application server whose watchdog cancels hung requests, \
-                              answers 504 and replaces stuck threads.")]
-        pub struct Cli { $($fields)* }
+                              answers 504 and replaces stuck threads. Settings come from flags, \
+                              then VIGIL_<SETTING> environment variables, then the --config file, \
+                              then the defaults.")]
+        pub struct Cli {
+            $($fields)*
+            /// read settings from this TOML file (keys are the setting names: `max_body = "1m"`);
+            /// also `VIGIL_CONFIG`. Flags and `VIGIL_*` variables override it.
+            #[argh(option)]
+            pub config: Option<String>,
+            /// print the effective settings and where each came from, as TOML, then exit.
+            #[argh(switch)]
+            pub print_config: bool,
+            /// check the settings (flags, environment, config file) and exit: 0 when valid, 2
+            /// with the error otherwise.
+            #[argh(switch)]
+            pub check_config: bool,
+        }
     };
     ([$($fields:tt)*] $field:ident SWITCH [$($doc:tt)+] $($rest:tt)*) => {
         generate_cli!([$($fields)* $(#[doc = $doc])+ #[argh(switch)] pub $field: bool,] $($rest)*);
@@ -240,35 +296,124 @@ macro_rules! generate_cli {
 
 settings_table!(generate_settings);
 
-/// A setting that could not be parsed or is out of range.
+/// Why settings could not be loaded, or `--help`.
 ///
-/// Displays as `--flag: message`, or just the message when no single flag is at fault.
+/// A bad value names the setting and where the value came from; it displays as
+/// `--threads: must be between 1 and 4096, got 0` (a flag, or a value set in code),
+/// `VIGIL_THREADS: …` (an environment variable) or `vigil.toml:3: threads: …` (a line of the
+/// `--config` file).
+///
+/// ```
+/// use vigil::{Origin, Settings, SettingsError};
+///
+/// let err = Settings::load(&[], [("VIGIL_THREADS", "0")]).unwrap_err();
+/// assert_eq!(err.to_string(), "VIGIL_THREADS: must be between 1 and 4096, got 0");
+/// assert_eq!(err.setting(), Some("threads"));
+/// assert_eq!(err.origin(), Some(&Origin::Env("VIGIL_THREADS".into())));
+/// assert!(matches!(Settings::from_args(&["--help"]), Err(SettingsError::Help(_))));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SettingsError {
-    /// The flag at fault (`"--threads"`), or `""` for errors argh reports itself (unknown flag,
-    /// missing value). [`Settings::from_args`] uses `"--help"` to hand back the help text.
-    pub flag: String,
-    /// What is wrong (`"must be between 1 and 4096, got 0"`), or the help text.
-    pub message: String,
+#[non_exhaustive]
+pub enum SettingsError {
+    /// `--help` was asked for: not an error; this is the help text.
+    Help(String),
+    /// The command line does not parse (an unknown flag, a missing value): argh's message.
+    Usage(String),
+    /// A setting's value is not accepted.
+    Invalid {
+        /// The setting (`"threads"`).
+        setting: &'static str,
+        /// Where the value came from; `None` for a value set in code ([`Settings::validate`]).
+        origin: Option<Origin>,
+        /// What is wrong: `"must be between 1 and 4096, got 0"`.
+        message: String,
+    },
+    /// The `--config` file cannot be read, or is not valid TOML.
+    File {
+        /// The file as named.
+        path: PathBuf,
+        /// Why, with the line and column for a syntax error.
+        message: String,
+    },
+    /// Keys of the `--config` file that name no setting, each with its line and, when one is
+    /// close, the setting probably meant.
+    UnknownKeys {
+        /// The file as named.
+        path: PathBuf,
+        /// `(key, line, suggestion)`, in file order.
+        keys: Vec<(String, usize, Option<&'static str>)>,
+    },
+    /// `VIGIL_*` environment variables that name no setting, each with the variable probably
+    /// meant when one is close.
+    UnknownEnv(Vec<(String, Option<String>)>),
 }
 
 impl SettingsError {
-    fn new(flag: &str, message: impl Into<String>) -> SettingsError {
-        SettingsError { flag: flag.to_string(), message: message.into() }
+    fn invalid(setting: &'static str, message: impl Into<String>) -> SettingsError {
+        SettingsError::Invalid { setting, origin: None, message: message.into() }
     }
 
-    /// Whether this is `--help` being asked for rather than an error; `message` is the help.
+    /// Whether this is `--help` being asked for rather than an error.
     pub fn is_help(&self) -> bool {
-        self.flag == "--help"
+        matches!(self, SettingsError::Help(_))
+    }
+
+    /// The setting whose value is at fault (`"threads"`), if one is.
+    pub fn setting(&self) -> Option<&'static str> {
+        match self {
+            SettingsError::Invalid { setting, .. } => Some(setting),
+            _ => None,
+        }
+    }
+
+    /// Where the value at fault came from, if it is known.
+    pub fn origin(&self) -> Option<&Origin> {
+        match self {
+            SettingsError::Invalid { origin, .. } => origin.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The message without the setting and origin (or the help, or argh's message).
+    pub fn message(&self) -> String {
+        match self {
+            SettingsError::Help(text) | SettingsError::Usage(text) => text.clone(),
+            SettingsError::Invalid { message, .. } | SettingsError::File { message, .. } => message.clone(),
+            SettingsError::UnknownKeys { .. } | SettingsError::UnknownEnv(_) => self.to_string(),
+        }
     }
 }
 
 impl fmt::Display for SettingsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.flag.is_empty() || self.is_help() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.flag, self.message)
+        match self {
+            SettingsError::Help(text) | SettingsError::Usage(text) => f.write_str(text),
+            SettingsError::Invalid { setting, origin, message } => match origin {
+                None | Some(Origin::Default) => write!(f, "{}: {message}", flag(setting)),
+                Some(Origin::File { path, line }) => write!(f, "{}:{line}: {setting}: {message}", path.display()),
+                Some(origin) => write!(f, "{origin}: {message}"),
+            },
+            SettingsError::File { path, message } => write!(f, "config file {}: {message}", path.display()),
+            SettingsError::UnknownKeys { path, keys } => {
+                for (i, (key, line, suggestion)) in keys.iter().enumerate() {
+                    let sep = if i > 0 { "; " } else { "" };
+                    write!(f, "{sep}{}:{line}: {key}: no such setting", path.display())?;
+                    if let Some(s) = suggestion {
+                        write!(f, " (did you mean {s}?)")?;
+                    }
+                }
+                Ok(())
+            }
+            SettingsError::UnknownEnv(names) => {
+                for (i, (name, suggestion)) in names.iter().enumerate() {
+                    let sep = if i > 0 { "; " } else { "" };
+                    write!(f, "{sep}{name}: no such setting")?;
+                    if let Some(s) = suggestion {
+                        write!(f, " (did you mean {s}?)")?;
+                    }
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -307,7 +452,7 @@ impl Settings {
         self.check_ranges()?;
         if let Some(admin) = self.admin_bind {
             if admin == self.bind && admin.port() != 0 {
-                return Err(SettingsError::new("--admin-bind", format!("must differ from --bind, both are {admin}")));
+                return Err(SettingsError::invalid("admin_bind", format!("must differ from bind, both are {admin}")));
             }
         }
         Ok(())
@@ -370,11 +515,40 @@ impl Settings {
     }
 
     /// Parses command-line arguments (without the program name): defaults, overridden by the
-    /// flags given, then [`validate`](Settings::validate)d. `--flag=value` is accepted too.
+    /// `--config` file when one is named, then by the flags given, then
+    /// [`validate`](Settings::validate)d. `--flag=value` is accepted too. The environment is
+    /// not read (see [`Settings::load`]); `--print-config` and `--check-config` are accepted
+    /// and left to the caller ([`LoadedSettings::mode`]).
     ///
-    /// An unknown flag or a bad value is an error naming the flag; `--help` is an error for
-    /// which [`SettingsError::is_help`] holds and whose `message` is the help text.
+    /// An unknown flag or a bad value is an error naming the flag; `--help` is
+    /// [`SettingsError::Help`] with the help text.
     pub fn from_args(args: &[&str]) -> Result<Settings, SettingsError> {
+        Settings::load(args, std::iter::empty::<(&str, &str)>()).map(|loaded| loaded.settings)
+    }
+
+    /// Loads the settings from the command line, the environment and the `--config` file:
+    /// flags override `VIGIL_<SETTING>` environment variables, which override the file, which
+    /// overrides the defaults; `PORT` sets the bind address (`0.0.0.0:$PORT`, as Gunicorn
+    /// does) when nothing else does. `env` is the environment to read (the process's is
+    /// `std::env::vars_os()`); only `VIGIL_*` and `PORT` are looked at, and a `VIGIL_*`
+    /// variable that names no setting is an error, as is a file key that names none.
+    ///
+    /// ```
+    /// use vigil::{Origin, Settings};
+    ///
+    /// let env = [("VIGIL_THREADS", "6"), ("VIGIL_TIMEOUT", "5s"), ("PORT", "5000")];
+    /// let loaded = Settings::load(&["--threads", "8"], env).unwrap();
+    /// assert_eq!(loaded.settings.threads, 8); // the flag wins over the environment
+    /// assert_eq!(loaded.origin("threads"), &Origin::Flag("--threads".into()));
+    /// assert_eq!(loaded.settings.timeout, std::time::Duration::from_secs(5));
+    /// assert_eq!(loaded.settings.bind, "0.0.0.0:5000".parse().unwrap());
+    /// assert_eq!(loaded.origin("bind"), &Origin::Env("PORT".into()));
+    /// ```
+    pub fn load<K, V>(args: &[&str], env: impl IntoIterator<Item = (K, V)>) -> Result<LoadedSettings, SettingsError>
+    where
+        K: AsRef<std::ffi::OsStr>,
+        V: AsRef<std::ffi::OsStr>,
+    {
         let mut split = Vec::with_capacity(args.len());
         let mut flags_done = false;
         for &arg in args {
@@ -386,31 +560,49 @@ impl Settings {
         }
         let cli = <Cli as argh::FromArgs>::from_args(&["vigil"], &split).map_err(|exit| {
             if exit.status.is_ok() {
-                SettingsError::new("--help", help_text(&exit.output))
+                SettingsError::Help(help_text(&exit.output))
             } else {
-                SettingsError::new("", exit.output.trim_end())
+                SettingsError::Usage(exit.output.trim_end().to_string())
             }
         })?;
-        Settings::try_from(cli)
+        let env = env.into_iter().map(|(k, v)| (k.as_ref().to_os_string(), v.as_ref().to_os_string())).collect();
+        load::resolve(cli, env)
     }
 
-    /// For `main`: parses the process's arguments. On `--help`, prints the help to stdout and
-    /// exits with 0; on an error, prints `vigil: <error>` and a hint to stderr and exits with 2.
+    /// For `main`: loads the settings from the process's arguments and environment
+    /// ([`Settings::load`]). On `--help`, prints the help to stdout and exits with 0; on an
+    /// error, prints `vigil: <error>` and a hint to stderr and exits with 2; on
+    /// `--print-config`, prints the effective settings and exits with 0; on `--check-config`,
+    /// prints that they are valid (and any warnings, to stderr) and exits with 0.
     pub fn from_env_args_or_exit() -> Settings {
         let args: Result<Vec<String>, _> = std::env::args_os().skip(1).map(|a| a.into_string()).collect();
         let result = match &args {
-            Ok(args) => Settings::from_args(&args.iter().map(String::as_str).collect::<Vec<_>>()),
-            Err(bad) => Err(SettingsError::new("", format!("argument {bad:?} is not valid UTF-8"))),
+            Ok(args) => Settings::load(&args.iter().map(String::as_str).collect::<Vec<_>>(), std::env::vars_os()),
+            Err(bad) => Err(SettingsError::Usage(format!("argument {bad:?} is not valid UTF-8"))),
         };
-        match result {
-            Ok(settings) => settings,
-            Err(help) if help.is_help() => {
-                print!("{}", help.message);
+        let loaded = match result {
+            Ok(loaded) => loaded,
+            Err(SettingsError::Help(help)) => {
+                print!("{help}");
                 std::process::exit(0)
             }
             Err(err) => {
-                eprintln!("vigil: {err}\nRun `vigil --help` for the list of flags.");
+                eprintln!("vigil: {err}\nRun `vigil --help` for the settings and where they can be set.");
                 std::process::exit(2)
+            }
+        };
+        match loaded.mode {
+            Mode::Serve => loaded.settings,
+            Mode::PrintConfig => {
+                print!("{}", loaded.to_toml());
+                std::process::exit(0)
+            }
+            Mode::CheckConfig => {
+                for w in loaded.settings.warnings() {
+                    eprintln!("vigil: warning: {w}");
+                }
+                println!("vigil: configuration OK ({})", loaded.summary());
+                std::process::exit(0)
             }
         }
     }
@@ -425,18 +617,41 @@ impl Settings {
              <!-- Generated by `Settings::docs_markdown()` from the table in src/settings.rs; \
              do not edit. Regenerate with `VIGIL_BLESS=1 cargo test --lib settings`. -->\n\
              \n\
-             Every setting is a command-line flag of `vigil` and a field of `vigil::Settings` \
-             with a chainable setter of the same name (`Settings::default().threads(8)`). \
-             Values are checked at startup: an invalid one stops the server with an error \
-             naming the flag, and incoherent combinations are logged as warnings.\n\
+             Every setting can be given three ways, and has a field of `vigil::Settings` with a \
+             chainable setter of the same name (`Settings::default().threads(8)`):\n\
+             \n\
+             - a **flag** of `vigil`: `--max-body 1m`;\n\
+             - an **environment variable**: `VIGIL_MAX_BODY=1m`;\n\
+             - a key of the TOML file named by `--config FILE` (or `VIGIL_CONFIG=FILE`): \
+             `max_body = \"1m\"`.\n\
+             \n\
+             Flags override the environment, which overrides the file, which overrides the \
+             defaults. `PORT` (as set by Heroku-style platforms) makes the default bind \
+             `0.0.0.0:$PORT`, as Gunicorn does, unless `--bind`, `VIGIL_BIND` or the file sets \
+             `bind`. A file key or a `VIGIL_*` variable that names no setting is an error, as is a \
+             value a setting does not accept: the server does not start, and the message names \
+             the setting and where the value came from (exit status 2). Incoherent combinations \
+             are logged as warnings.\n\
+             \n\
+             `vigil --print-config` prints the effective settings as a TOML file, each with where \
+             it came from, and exits; `vigil --check-config` checks them and exits with 0, or \
+             prints the error and exits with 2.\n\
+             \n\
+             In the file, a value is a string, a number or a boolean: `bind = \"0.0.0.0:8080\"`, \
+             `threads = 8`, `timeout = \"2s\"` (or `timeout = 2`, seconds), `access_log = true`. \
+             Switches also take `on`/`off`, `1`/`0`, `yes`/`no` as strings (and in the \
+             environment).\n\
              \n",
         );
         md.push_str(FORMATS_MD);
-        md.push_str("\n| Flag | Value | Default | Description |\n|---|---|---|---|\n");
+        md.push_str("\n| Setting (file key) | Flag | Environment | Value | Default | Description |\n");
+        md.push_str("|---|---|---|---|---|---|\n");
         for row in Settings::rows() {
             md.push_str(&format!(
-                "| `{}` | {} | {} | {} |\n",
+                "| `{}` | `{}` | `{}` | {} | {} | {} |\n",
+                row.field,
                 row.flag,
+                env_name(row.field),
                 row.value(),
                 row.default,
                 sentence(row.doc).replace('|', "\\|")
@@ -456,6 +671,7 @@ const FORMATS_MD: &str = "\
 
 /// One setting as the docs and `--help` show it.
 struct Row {
+    field: &'static str,
     flag: String,
     format: &'static str,
     accepted: String,
@@ -514,6 +730,14 @@ fn flag(field: &str) -> String {
     format!("--{}", field.replace('_', "-"))
 }
 
+/// The environment variable of a field: `max_body` → `VIGIL_MAX_BODY`.
+fn env_name(field: &str) -> String {
+    format!("{ENV_PREFIX}{}", field.to_ascii_uppercase())
+}
+
+/// What every setting's environment variable starts with.
+const ENV_PREFIX: &str = "VIGIL_";
+
 /// A CLI field's text, if the flag was given (a switch that is on reads as `"on"`).
 trait Given {
     fn given(&self) -> Option<&str>;
@@ -539,9 +763,49 @@ struct Kind<T> {
     format: &'static str,
     parse: fn(&str) -> Result<T, String>,
     show: fn(&T) -> String,
+    /// How `--print-config` writes the shown value in TOML.
+    toml: Toml,
 }
 
-const ADDR: Kind<SocketAddr> = Kind { format: "`host:port`", parse: parse_addr, show: |addr| addr.to_string() };
+/// How a setting's shown value is written as a TOML value.
+#[derive(Clone, Copy)]
+enum Toml {
+    /// A string: `"30s"`.
+    Text,
+    /// An integer when the shown value is all digits (`8`), else a string (`"auto"`, `"10MiB"`).
+    Number,
+    /// A boolean: `on` is `true`.
+    Switch,
+}
+
+impl Toml {
+    fn literal(self, shown: &str) -> String {
+        match self {
+            Toml::Number if !shown.is_empty() && shown.bytes().all(|b| b.is_ascii_digit()) => shown.to_string(),
+            Toml::Switch => (shown == "on").to_string(),
+            _ => toml_string(shown),
+        }
+    }
+}
+
+/// A TOML basic string: quoted, with `\\`, `"` and control characters escaped.
+fn toml_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+const ADDR: Kind<SocketAddr> =
+    Kind { format: "`host:port`", parse: parse_addr, show: |addr| addr.to_string(), toml: Toml::Text };
 const ADDR_OR_OFF: Kind<Option<SocketAddr>> = Kind {
     format: "`host:port` or `off`",
     parse: |s| {
@@ -552,9 +816,10 @@ const ADDR_OR_OFF: Kind<Option<SocketAddr>> = Kind {
         }
     },
     show: |addr| addr.map_or("off".to_string(), |a| a.to_string()),
+    toml: Toml::Text,
 };
-const INT: Kind<usize> = Kind { format: "integer", parse: parse_int, show: usize::to_string };
-const INT64: Kind<u64> = Kind { format: "integer", parse: parse_int, show: u64::to_string };
+const INT: Kind<usize> = Kind { format: "integer", parse: parse_int, show: usize::to_string, toml: Toml::Number };
+const INT64: Kind<u64> = Kind { format: "integer", parse: parse_int, show: u64::to_string, toml: Toml::Number };
 const INT_OR_AUTO: Kind<Option<usize>> = Kind {
     format: "integer or `auto`",
     parse: |s| {
@@ -565,14 +830,17 @@ const INT_OR_AUTO: Kind<Option<usize>> = Kind {
         }
     },
     show: |n| n.map_or("auto".to_string(), |n| n.to_string()),
+    toml: Toml::Number,
 };
 const BYTES: Kind<usize> = Kind {
     format: "size",
     parse: |s| parse_size(s)?.try_into().map_err(|_| format!("size {s:?} is too large")),
     show: |&n| show_size(n as u64),
+    toml: Toml::Number,
 };
-const SIZE: Kind<u64> = Kind { format: "size", parse: parse_size, show: |&n| show_size(n) };
-const DURATION: Kind<Duration> = Kind { format: "duration", parse: parse_duration, show: show_duration };
+const SIZE: Kind<u64> = Kind { format: "size", parse: parse_size, show: |&n| show_size(n), toml: Toml::Number };
+const DURATION: Kind<Duration> =
+    Kind { format: "duration", parse: parse_duration, show: show_duration, toml: Toml::Text };
 const PATH_OR_STDERR: Kind<Option<PathBuf>> = Kind {
     format: "`path` or `stderr`",
     parse: |s| match s.trim() {
@@ -581,17 +849,21 @@ const PATH_OR_STDERR: Kind<Option<PathBuf>> = Kind {
         _ => Ok(Some(PathBuf::from(s))),
     },
     show: |path| path.as_ref().map_or("stderr".to_string(), |p| p.display().to_string()),
+    toml: Toml::Text,
 };
 const LOG_FORMAT: Kind<LogFormat> =
-    Kind { format: "`text` or `json`", parse: LogFormat::from_str, show: LogFormat::to_string };
+    Kind { format: "`text` or `json`", parse: LogFormat::from_str, show: LogFormat::to_string, toml: Toml::Text };
+/// A flag without a value (`--access-log`); in the environment and the file, `on`/`off`,
+/// `true`/`false`, `1`/`0` or `yes`/`no` (and TOML booleans).
 const SWITCH: Kind<bool> = Kind {
-    format: "switch (no value)",
-    parse: |s| match s {
-        "on" | "true" => Ok(true),
-        "off" | "false" => Ok(false),
-        _ => Err(format!("expected `on` or `off`, got {s:?}")),
+    format: "switch",
+    parse: |s| match s.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" | "yes" => Ok(true),
+        "off" | "false" | "0" | "no" => Ok(false),
+        _ => Err(format!("expected on/off, true/false, 1/0 or yes/no, got {s:?}")),
     },
     show: |&on| String::from(if on { "on" } else { "off" }),
+    toml: Toml::Switch,
 };
 
 fn parse_int<T: FromStr>(s: &str) -> Result<T, String> {
@@ -997,8 +1269,8 @@ mod tests {
         assert_eq!(s.log_file_max_size, 1 << 20);
         assert_eq!(Settings::from_args(&["--log-file", "STDERR"]).unwrap().log_file, None);
         let err = Settings::from_args(&["--log-file", " "]).unwrap_err();
-        assert_eq!(err.flag, "--log-file");
-        assert!(err.message.contains("empty"), "{err}");
+        assert_eq!(err.origin(), Some(&Origin::Flag("--log-file".into())));
+        assert!(err.message().contains("empty"), "{err}");
         let err = Settings::from_args(&["--log-file-keep", "0"]).unwrap_err();
         assert_eq!(err.to_string(), "--log-file-keep: must be between 1 and 1000, got 0");
     }
@@ -1013,10 +1285,11 @@ mod tests {
     #[test]
     fn threads_zero_is_an_error_naming_the_flag() {
         let err = Settings::from_args(&["--threads", "0"]).unwrap_err();
-        assert_eq!(err.flag, "--threads");
+        assert_eq!((err.setting(), err.origin()), (Some("threads"), Some(&Origin::Flag("--threads".into()))));
         assert_eq!(err.to_string(), "--threads: must be between 1 and 4096, got 0");
         let err = Settings::default().threads(0).validate().unwrap_err();
-        assert_eq!(err.flag, "--threads");
+        assert_eq!((err.setting(), err.origin()), (Some("threads"), None));
+        assert_eq!(err.to_string(), "--threads: must be between 1 and 4096, got 0");
     }
 
     #[test]
@@ -1035,8 +1308,8 @@ mod tests {
             (&["--bind", "127.0.0.1:80", "--admin-bind", "127.0.0.1:80"], "--admin-bind", "differ"),
         ] {
             let err = Settings::from_args(args).unwrap_err();
-            assert_eq!(err.flag, flag, "{args:?}: {err}");
-            assert!(err.message.contains(words), "{args:?}: {err}");
+            assert_eq!(err.origin(), Some(&Origin::Flag(flag.into())), "{args:?}: {err}");
+            assert!(err.message().contains(words), "{args:?}: {err}");
             assert!(err.to_string().starts_with(&format!("{flag}: ")), "{err}");
         }
     }
@@ -1044,21 +1317,22 @@ mod tests {
     #[test]
     fn unknown_flag_is_an_error() {
         let err = Settings::from_args(&["--thraeds", "4"]).unwrap_err();
-        assert_eq!(err.flag, "");
-        assert!(err.message.contains("--thraeds"), "{err}");
+        assert!(matches!(&err, SettingsError::Usage(m) if m.contains("--thraeds")), "{err}");
         assert!(!err.is_help());
         let err = Settings::from_args(&["--threads"]).unwrap_err();
-        assert!(err.message.contains("--threads"), "{err}");
+        assert!(matches!(&err, SettingsError::Usage(m) if m.contains("--threads")), "{err}");
     }
 
     #[test]
     fn help_lists_every_flag_with_its_default() {
-        let help = Settings::from_args(&["--help"]).unwrap_err();
-        assert!(help.is_help());
+        let Err(SettingsError::Help(help)) = Settings::from_args(&["--help"]) else { panic!("no help") };
         for row in Settings::rows() {
-            assert!(help.message.contains(&format!("{} ", row.flag)), "{} missing", row.flag);
+            assert!(help.contains(&format!("{} ", row.flag)), "{} missing", row.flag);
         }
-        assert!(help.message.contains("4 × CPUs") && help.message.contains("127.0.0.1:8080"));
+        assert!(help.contains("4 × CPUs") && help.contains("127.0.0.1:8080"));
+        for flag in ["--config", "--print-config", "--check-config"] {
+            assert!(help.contains(flag), "{flag} missing");
+        }
     }
 
     #[test]
@@ -1098,9 +1372,13 @@ mod tests {
     fn docs_have_one_row_per_setting() {
         let md = Settings::docs_markdown();
         for row in Settings::rows() {
-            assert!(md.contains(&format!("| `{}` |", row.flag)), "{}", row.flag);
+            assert!(
+                md.contains(&format!("| `{}` | `{}` | `{}` |", row.field, row.flag, env_name(row.field))),
+                "{}",
+                row.flag
+            );
         }
-        assert!(md.contains("| `--threads` | integer, 1 to 4096 | 4 × CPUs |"), "{md}");
-        assert!(md.contains("| `--max-body` | size | `10MiB` |"), "{md}");
+        assert!(md.contains("| `threads` | `--threads` | `VIGIL_THREADS` | integer, 1 to 4096 | 4 × CPUs |"), "{md}");
+        assert!(md.contains("| `max_body` | `--max-body` | `VIGIL_MAX_BODY` | size | `10MiB` |"), "{md}");
     }
 }

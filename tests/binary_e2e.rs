@@ -193,11 +193,11 @@ fn invalid_flag_value_names_the_flag_and_exits_2() {
     if std::env::var("VIGIL_SERVER_CMD").is_ok() {
         return; // checked on the native binary only
     }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil")).args(["--threads", "zero"]).output().unwrap();
+    let out = vigil_command().args(["--threads", "zero"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--threads"), "{err}");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil")).args(["--timeout", "-1s"]).output().unwrap();
+    let out = vigil_command().args(["--timeout", "-1s"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--timeout"));
 }

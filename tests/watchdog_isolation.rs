@@ -71,8 +71,8 @@ struct StalledStderr {
 #[cfg(unix)]
 impl StalledStderr {
     fn start(args: &[&str]) -> StalledStderr {
-        use std::process::{Command, Stdio};
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        use std::process::Stdio;
+        let mut child = vigil_command()
             .args(args)
             .args(["--bind", "127.0.0.1:0", "--admin-bind", "127.0.0.1:0"])
             .env("RUST_LOG", "info")

@@ -105,6 +105,7 @@ impl Bookkeeping {
                 tick: std::time::Duration::from_millis(10),
                 grace: std::time::Duration::from_secs(5),
                 max_abandoned: 1,
+                supervisor: None,
             };
             (Watchdog::new(config, Arc::clone(&routes), Arc::clone(&pool)).expect("watchdog"), Sweep::default())
         });

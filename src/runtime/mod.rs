@@ -6,12 +6,14 @@
 //! [`refusal`] (the server's own answers), [`reply`] (where a connection waits for its answer),
 //! [`inflight`] (one request's record), [`offload`] (where the watchdog sends work that might
 //! block), [`pool`] (the OS threads that run handlers), [`decide`] (the watchdog's rules as a
-//! pure function) and [`watchdog`] (the thread that applies them). It depends only on the HTTP
-//! codec (`crate::http`) and `crate::platform`.
+//! pure function) and [`watchdog`] (the thread that applies them), which reports to a service
+//! manager through [`notify`] (sd_notify). It depends only on the HTTP codec (`crate::http`) and
+//! `crate::platform`.
 
 pub(crate) mod clock;
 pub(crate) mod decide;
 pub(crate) mod inflight;
+pub(crate) mod notify;
 pub(crate) mod offload;
 pub(crate) mod pool;
 pub(crate) mod refusal;

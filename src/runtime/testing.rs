@@ -55,7 +55,7 @@ impl Fixture {
         }]));
         let pool = Pool::new(config, runner, Arc::clone(&routes));
         let wd = Watchdog::new(
-            WatchdogConfig { tick: Duration::from_millis(10), grace, max_abandoned: threads },
+            WatchdogConfig { tick: Duration::from_millis(10), grace, max_abandoned: threads, supervisor: None },
             Arc::clone(&routes),
             Arc::clone(&pool),
         )

@@ -13,7 +13,10 @@
 //! 3. follows the requests it cancelled (it holds them until their handler returns) to learn
 //!    whether the cancellation was honored;
 //! 4. tops the pool up if it is short (`Pool::heal`) and lets the offload threads grow if a
-//!    callback is stuck.
+//!    callback is stuck;
+//! 5. under a service manager (sd_notify), sends `WATCHDOG=1` when one is due, so that a
+//!    watchdog that stops ticking gets the process restarted, and a `STATUS=` line every few
+//!    seconds (requests in flight, abandoned threads). Both are non-blocking datagrams.
 //!
 //! It never waits on anything: no user code (the `on_cancel` callbacks of the requests it
 //! cancels, and its log records — a logger is user code too — go to the offload threads,
@@ -33,6 +36,7 @@ use parking_lot::Mutex;
 use crate::runtime::clock;
 use crate::runtime::decide::{decide, Action, Params, View};
 use crate::runtime::inflight::Inflight;
+use crate::runtime::notify::{Message, Supervisor};
 use crate::runtime::offload::Offload;
 use crate::runtime::pool::{Pool, SpawnReason};
 use crate::runtime::refusal::Refusal;
@@ -53,6 +57,8 @@ pub(crate) struct WatchdogConfig {
     pub grace: Duration,
     /// `--max-abandoned`: past it, an error is logged (readiness fails elsewhere).
     pub max_abandoned: usize,
+    /// The service manager to send `WATCHDOG=1` and `STATUS=` to, if one listens.
+    pub supervisor: Option<Supervisor>,
 }
 
 /// A timeout, kept for `/timeouts` and the dashboard.
@@ -113,6 +119,13 @@ pub(crate) struct Sweep {
     actions: Vec<(Arc<Inflight>, Action)>,
     /// Requests it cancelled, held until their handler returns (or the process ends).
     watched: Vec<Arc<Inflight>>,
+    /// Requests under watch and not done, as of this tick's sweep.
+    in_flight: usize,
+    /// When the next `WATCHDOG=1` and `STATUS=` are due (clock ns).
+    next_ping_ns: u64,
+    next_status_ns: u64,
+    /// The last notification failed (logged once until one gets through again).
+    notify_failing: bool,
 }
 
 impl Watchdog {
@@ -243,6 +256,7 @@ impl Watchdog {
                 }
                 true
             });
+            sweep.in_flight = list.len();
         }
         let draining = params.drain_cancel_at_ns.is_some();
         for (r, action) in std::mem::take(&mut sweep.actions) {
@@ -266,6 +280,46 @@ impl Watchdog {
             }
         }
         self.offload.check(now);
+        if let Some(supervisor) = &self.config.supervisor {
+            self.report(supervisor, sweep, now, draining);
+        }
+    }
+
+    /// Tells the service manager that this tick happened (`WATCHDOG=1`) and, every few
+    /// seconds, how things stand (`STATUS=`), when each is due. The sends never block: a
+    /// message the manager has no room for is dropped, and the next one follows.
+    fn report(&self, supervisor: &Supervisor, sweep: &mut Sweep, now: u64, draining: bool) {
+        if let Some(every) = supervisor.ping_every {
+            if now >= sweep.next_ping_ns {
+                sweep.next_ping_ns = now.saturating_add(clock::ns(every));
+                self.notify(supervisor, sweep, &Message::Watchdog);
+            }
+        }
+        if now >= sweep.next_status_ns {
+            sweep.next_status_ns = now.saturating_add(clock::ns(supervisor.status_every));
+            let status = format!(
+                "{}: {} requests in flight, {} abandoned threads still running",
+                if draining { "draining" } else { "serving" },
+                sweep.in_flight,
+                self.pool.abandoned_alive()
+            );
+            self.notify(supervisor, sweep, &Message::Status(status));
+        }
+    }
+
+    fn notify(&self, supervisor: &Supervisor, sweep: &mut Sweep, message: &Message) {
+        match supervisor.notifier.send(message) {
+            Ok(()) => sweep.notify_failing = false,
+            // The manager is behind: this one is dropped, the next one follows.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => {
+                if !std::mem::replace(&mut sweep.notify_failing, true) {
+                    self.offload.log(move || {
+                        warn!(target: "vigil::watchdog", "could not notify the service manager (NOTIFY_SOCKET): {e}")
+                    });
+                }
+            }
+        }
     }
 
     /// Answers a request 503 without running it (`Queued → Done`).

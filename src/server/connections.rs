@@ -7,7 +7,7 @@
 //! phase with one atomic operation per request; `busy` is the count a drain waits for.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -40,6 +40,8 @@ pub(crate) struct Connections {
     pub open: AtomicUsize,
     /// Connections in phase `Busy`: what a drain waits for.
     busy: AtomicUsize,
+    /// The accept coroutine has stopped for good (set as it ends).
+    pub accept_stopped: AtomicBool,
     next_id: AtomicU64,
     registered: Mutex<HashMap<u64, Arc<ConnSlot>>>,
 }

@@ -1,12 +1,15 @@
-//! The accept coroutine: one per server. Spawns a connection coroutine per client, and refuses
+//! The public listener: binding it (or taking it from a supervisor, see `activation`), and the
+//! accept coroutine, one per server, which spawns a connection coroutine per client and refuses
 //! clients beyond `--max-connections` with a 503 written by a short-lived coroutine of its own.
 
-use std::io::Write;
+use std::io::{self, Write};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering::*;
 use std::sync::Arc;
 use std::time::Duration;
 
 use log::{debug, error, info};
+use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::http::response::{encode, Framing};
 use crate::metrics::Rejected;
@@ -18,16 +21,70 @@ use crate::server::shared::Shared;
 /// connections are closed without an answer so that refusing costs nothing either.
 const MAX_REFUSING: usize = 1024;
 
-pub(crate) fn spawn(listener: may::net::TcpListener, shared: Arc<Shared>) -> std::io::Result<()> {
+/// The listen backlog: connections the kernel completes before they are accepted.
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// Binds the public listener at `addr`. Like Go's net/http and nginx, and unlike may's own
+/// `bind`, without `SO_REUSEPORT`: a second server on an address in use fails with "address in
+/// use" instead of silently taking half its connections. `SO_REUSEADDR` (on Unix, as std sets
+/// it) lets a restarted server bind while connections of the old one are in `TIME_WAIT`.
+pub(crate) fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// Hands a bound (or inherited) listener over to may's event loop.
+pub(crate) fn into_coroutine_listener(listener: std::net::TcpListener) -> io::Result<may::net::TcpListener> {
+    // may's own conversion panics if its event loop cannot take the socket; check the socket
+    // can be made non-blocking first (what may does before registering it), so that a bad
+    // descriptor is an error here.
+    listener.set_nonblocking(true)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::io::{FromRawFd, IntoRawFd};
+        let fd = listener.into_raw_fd();
+        // SAFETY: `into_raw_fd` gave up the only owner of this open listening socket, so `fd`
+        // is valid and owned by nobody else; may's `from_raw_fd` takes ownership of it (it
+        // closes it when its listener drops).
+        Ok(unsafe { may::net::TcpListener::from_raw_fd(fd) })
+    }
+    #[cfg(windows)]
+    {
+        use std::os::windows::io::{FromRawSocket, IntoRawSocket};
+        let socket = listener.into_raw_socket();
+        // SAFETY: `into_raw_socket` gave up the only owner of this open listening socket, so
+        // `socket` is valid and owned by nobody else; may's `from_raw_socket` takes ownership.
+        Ok(unsafe { may::net::TcpListener::from_raw_socket(socket) })
+    }
+}
+
+/// Where the listening socket came from, which decides how the drain stops accepting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// Bound by this server: the backlog dies with it, so the drain accepts everything that
+    /// reached it before its own wake-up connection.
+    Bound,
+    /// Passed by a supervisor, which keeps its own copy: what is still in the backlog waits for
+    /// the next process. Another process may be accepting from the same queue (a new one started
+    /// while this one drains) and take the drain's wake-up connection, so the first connection
+    /// accepted once the listener is closing is served and ends the accept loop.
+    Inherited,
+}
+
+pub(crate) fn spawn(listener: may::net::TcpListener, source: Source, shared: Arc<Shared>) -> std::io::Result<()> {
     let builder = may::coroutine::Builder::new().name("vigil-accept".into());
     // SAFETY: may's contract for spawning a coroutine: the accept loop holds no thread-local
     // across a yield and never blocks its scheduler thread (may sockets, may's sleep; every
     // connection's work goes to coroutines of its own).
-    unsafe { builder.spawn(move || accept_loop(listener, shared)) }?;
+    unsafe { builder.spawn(move || accept_loop(listener, source, shared)) }?;
     Ok(())
 }
 
-fn accept_loop(listener: may::net::TcpListener, shared: Arc<Shared>) {
+fn accept_loop(listener: may::net::TcpListener, source: Source, shared: Arc<Shared>) {
     loop {
         let (stream, peer) = match listener.accept() {
             Ok(x) => x,
@@ -41,7 +98,8 @@ fn accept_loop(listener: may::net::TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        if shared.lifecycle.phase() >= Phase::Closing && shared.lifecycle.is_wake_up(peer) {
+        let closing = shared.lifecycle.phase() >= Phase::Closing;
+        if closing && shared.lifecycle.is_wake_up(peer) {
             // The drain's own connection: everything that reached the listener before it has
             // been accepted (the backlog is first in, first out). Closing the listener now
             // refuses only what comes later.
@@ -67,7 +125,11 @@ fn accept_loop(listener: may::net::TcpListener, shared: Arc<Shared>) {
         }
         // Accepted, also during a drain: served to the end.
         spawn_connection(stream, peer, shared2);
+        if closing && source == Source::Inherited {
+            break; // see Source::Inherited
+        }
     }
+    shared.conns.accept_stopped.store(true, Release);
     info!("stopped accepting connections");
 }
 

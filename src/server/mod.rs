@@ -2,8 +2,10 @@
 //! drain, and the handles an embedding app holds.
 //!
 //! Inside: [`shared`] (what every part of a server shares), [`lifecycle`] (running, draining,
-//! stopped), [`listener`] (the accept coroutine) and [`conn`] (one coroutine per connection).
+//! stopped), [`activation`] (listeners handed over by a supervisor), [`listener`] (binding, and
+//! the accept coroutine) and [`conn`] (one coroutine per connection).
 
+pub(crate) mod activation;
 pub(crate) mod conn;
 pub(crate) mod connections;
 pub(crate) mod lifecycle;
@@ -22,6 +24,7 @@ use crate::app::App;
 use crate::http::parse::Limits;
 use crate::logging::OncePerSecond;
 use crate::metrics::Metrics;
+use crate::runtime::notify::{Message, Supervisor};
 use crate::runtime::pool::{Pool, PoolConfig};
 use crate::runtime::watchdog::{Watchdog, WatchdogConfig};
 use crate::settings::Settings;
@@ -70,6 +73,12 @@ fn configure_runtime() {
 impl Server {
     /// Binds the listeners, starts the worker pool, the watchdog, the lifecycle thread, the
     /// accept coroutine and the admin listener, and returns at once.
+    ///
+    /// Under a supervisor: listening sockets it passed (`LISTEN_FDS`, named `public` and
+    /// `admin` in `LISTEN_FDNAMES`, or first and second) are used instead of binding
+    /// `settings.bind` / `settings.admin_bind`; with `NOTIFY_SOCKET`, the server sends
+    /// `READY=1` once it serves and `STOPPING=1` when it drains, and its watchdog thread sends
+    /// `WATCHDOG=1` (when `WATCHDOG_USEC` asks for it) and `STATUS=` lines.
     pub fn start(settings: Settings, app: App) -> io::Result<ServerHandle> {
         settings.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         for w in settings.warnings() {
@@ -85,9 +94,26 @@ impl Server {
             head_bytes: settings.limit_request_head,
             max_body: settings.max_body,
         };
-        let listener = may::net::TcpListener::bind(settings.bind)?;
+        let supervisor = Supervisor::from_env()?;
+        let inherited = activation::inherited()?;
+        let (public, source) = match inherited.public {
+            Some(l) => {
+                info!("serving on the socket passed as `public` ({}) instead of --bind", l.local_addr()?);
+                (l, listener::Source::Inherited)
+            }
+            None => (listener::bind(settings.bind)?, listener::Source::Bound),
+        };
+        let listener = listener::into_coroutine_listener(public)?;
         let addr = listener.local_addr()?;
-        let admin = settings.admin_bind.map(std::net::TcpListener::bind).transpose()?;
+        let admin = match inherited.admin {
+            Some(l) => {
+                info!("admin endpoints on the socket passed as `admin` ({}) instead of --admin-bind", l.local_addr()?);
+                // The admin threads accept in blocking mode, whatever mode the supervisor left.
+                l.set_nonblocking(false)?;
+                Some(l)
+            }
+            None => settings.admin_bind.map(std::net::TcpListener::bind).transpose()?,
+        };
         let admin_addr = admin.as_ref().map(|l| l.local_addr()).transpose()?;
 
         let pool = Pool::new(
@@ -105,6 +131,7 @@ impl Server {
                 tick: settings.watchdog_tick,
                 grace: settings.cancel_grace,
                 max_abandoned: settings.effective_max_abandoned(),
+                supervisor: supervisor.clone(),
             },
             Arc::clone(&routes),
             Arc::clone(&pool),
@@ -120,6 +147,7 @@ impl Server {
             conns: Connections::default(),
             ids: RequestIds::new(u64::from(addr.port())),
             queue_full_log: OncePerSecond::new(),
+            notifier: supervisor.map(|s| s.notifier),
             settings,
         });
         shared.pool.start()?;
@@ -127,7 +155,7 @@ impl Server {
         let supervisor = Arc::clone(&shared);
         std::thread::Builder::new().name("vigil-lifecycle".into()).spawn(move || {
             supervisor.lifecycle.wait_for_request();
-            drain(&supervisor, addr);
+            drain(&supervisor, addr, source);
         })?;
         let s = &shared.settings;
         info!(
@@ -141,7 +169,8 @@ impl Server {
         if let Some(l) = admin {
             crate::admin::spawn(l, Arc::clone(&shared))?;
         }
-        listener::spawn(listener, Arc::clone(&shared))?;
+        listener::spawn(listener, source, Arc::clone(&shared))?;
+        shared.notify(Message::Ready);
         Ok(ServerHandle { addr, admin_addr, shared })
     }
 
@@ -194,11 +223,12 @@ impl ShutdownTrigger {
 /// 4. `--graceful-timeout` after the signal, what is still queued gets 503 and what still runs
 ///    504 (the watchdog), and the last answers are written (bounded by `--write-timeout`);
 /// 5. the workers and the watchdog stop.
-fn drain(shared: &Shared, addr: SocketAddr) {
+fn drain(shared: &Shared, addr: SocketAddr, source: listener::Source) {
     let s = &shared.settings;
     let Some(cancel_at) = shared.lifecycle.begin_drain(s.graceful_timeout) else {
         return;
     };
+    shared.notify(Message::Stopping);
     shared.watchdog.begin_drain(cancel_at);
     let delay = s.shutdown_delay.min(s.graceful_timeout);
     info!(
@@ -214,6 +244,16 @@ fn drain(shared: &Shared, addr: SocketAddr) {
     shared.lifecycle.begin_closing(wake_up.as_ref().ok().and_then(|c| c.local_addr().ok()));
     drop(wake_up);
     let idle = shared.conns.close_idle();
+    if source == listener::Source::Inherited {
+        // The supervisor's socket may be shared with a process started meanwhile, which can
+        // take the wake-up connection: wake the accept coroutine until it stops, so that it
+        // accepts nothing after the wait below (that connection would be cut at exit).
+        let give_up = Instant::now() + Duration::from_secs(2);
+        while !shared.conns.accept_stopped.load(Acquire) && Instant::now() < give_up {
+            let _ = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
     info!("listener closed; {idle} idle connections closed; finishing {} busy connections", shared.conns.busy_count());
 
     let hard_stop =

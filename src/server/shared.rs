@@ -11,6 +11,7 @@ use crate::app::App;
 use crate::http::parse::Limits;
 use crate::logging::OncePerSecond;
 use crate::metrics::{Metrics, Snapshot};
+use crate::runtime::notify::{Message, Notifier};
 use crate::runtime::pool::Pool;
 use crate::runtime::routes::RouteTable;
 use crate::runtime::state::TimeoutReason;
@@ -33,6 +34,8 @@ pub(crate) struct Shared {
     pub ids: RequestIds,
     /// Keeps the "queue full" warning to one line per second under overload.
     pub queue_full_log: OncePerSecond,
+    /// The service manager (sd_notify), if one listens: `READY=1`, `STOPPING=1`.
+    pub notifier: Option<Arc<Notifier>>,
 }
 
 /// Request ids: `<process prefix>-<counter>`, and the counter alone as the server-unique number.
@@ -67,6 +70,16 @@ fn clock_seed() -> u64 {
 }
 
 impl Shared {
+    /// Tells the service manager `message`, if there is one; never blocks (a message it has no
+    /// room for is dropped, with a warning).
+    pub fn notify(&self, message: Message) {
+        if let Some(n) = &self.notifier {
+            if let Err(e) = n.send(&message) {
+                log::warn!("could not notify the service manager (NOTIFY_SOCKET) of {}: {e}", message.encode());
+            }
+        }
+    }
+
     /// Readiness: `Err(reason)` while draining, with too many abandoned threads, or while the
     /// pool is short of `--threads` workers (a failed spawn, retried every tick).
     pub fn ready(&self) -> Result<(), String> {

@@ -351,6 +351,42 @@ pub fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 // Child processes: the binary and the examples
 // ---------------------------------------------------------------------------------------------
 
+/// The `vigil` binary (or `VIGIL_SERVER_CMD`) as a command without arguments, with no `VIGIL_*`
+/// variable of ours in its environment: the server reads `VIGIL_<SETTING>` variables and refuses
+/// to start on one that names no setting, and the test tools' own (`VIGIL_SERVER_CMD`,
+/// `VIGIL_TEST_LOG`, `VIGIL_BLESS`, …) name none. `PORT` is removed too: it would move the bind;
+/// and so are a supervisor's variables, in case the tests run under one (`LISTEN_*`: sockets that
+/// are not the test's; `NOTIFY_SOCKET`, `WATCHDOG_*`: a manager that is not the test's).
+pub fn vigil_command() -> Command {
+    let mut cmd = match std::env::var("VIGIL_SERVER_CMD") {
+        Ok(c) if !c.trim().is_empty() => {
+            let mut parts = c.split_whitespace();
+            let mut cmd = Command::new(parts.next().unwrap());
+            cmd.args(parts);
+            cmd
+        }
+        _ => Command::new(env!("CARGO_BIN_EXE_vigil")),
+    };
+    for (key, _) in std::env::vars_os() {
+        let key_text = key.to_string_lossy();
+        let supervisor = ["LISTEN_", "WATCHDOG_", "SYSTEMFD_"].iter().any(|p| key_text.starts_with(p));
+        if key_text.starts_with("VIGIL_") || key == "PORT" || key == "NOTIFY_SOCKET" || supervisor {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// An address the server printed, as a client reaches it: an unspecified one (`0.0.0.0:N`, a
+/// server bound to every interface) is reached on loopback.
+fn reachable(printed: &str) -> SocketAddr {
+    let mut addr: SocketAddr = printed.parse().unwrap_or_else(|e| panic!("address {printed:?}: {e}"));
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    addr
+}
+
 /// A running `vigil` binary (or `VIGIL_SERVER_CMD`), or an example, killed on drop.
 pub struct ServerProc {
     pub child: Child,
@@ -372,18 +408,26 @@ impl ServerProc {
         if !args.contains(&"--admin-bind") {
             all.extend(["--admin-bind".into(), "127.0.0.1:0".into()]);
         }
-        let cmd = match std::env::var("VIGIL_SERVER_CMD") {
-            Ok(c) if !c.trim().is_empty() => {
-                let mut parts = c.split_whitespace();
-                let mut cmd = Command::new(parts.next().unwrap());
-                cmd.args(parts);
-                cmd
-            }
-            _ => Command::new(env!("CARGO_BIN_EXE_vigil")),
-        };
-        let srv = ServerProc::spawn(cmd, &all);
+        let srv = ServerProc::spawn(vigil_command(), &all);
         srv.admin();
         srv
+    }
+
+    /// Starts `cmd` (built on [`vigil_command`], e.g. through a wrapper that passes it sockets)
+    /// with `args` and waits for its `listening on` line.
+    pub fn start_command(cmd: Command, args: &[&str]) -> ServerProc {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        ServerProc::spawn(cmd, &args)
+    }
+
+    /// Starts the server with exactly `args` and the extra environment `env` (nothing added:
+    /// the settings must give the listeners port 0 themselves) and waits for its `listening on`
+    /// line.
+    pub fn start_exactly(args: &[&str], env: &[(&str, &str)]) -> ServerProc {
+        let mut cmd = vigil_command();
+        cmd.envs(env.iter().copied());
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        ServerProc::spawn(cmd, &args)
     }
 
     /// Starts the example `name` (built by `cargo test` next to the binary) with `args` and waits
@@ -460,10 +504,10 @@ impl ServerProc {
             };
             let line = line.trim();
             if let Some(a) = line.strip_prefix(prefix) {
-                return a.parse().unwrap();
+                return reachable(a);
             }
             if let Some(a) = line.strip_prefix("admin on http://") {
-                let _ = self.admin.set(a.parse().unwrap());
+                let _ = self.admin.set(reachable(a));
             }
         }
     }
@@ -480,7 +524,7 @@ impl ServerProc {
             match self.stdout.recv_timeout(left) {
                 Ok(line) => {
                     if let Some(a) = line.trim().strip_prefix("admin on http://") {
-                        let a = a.parse().unwrap();
+                        let a = reachable(a);
                         let _ = self.admin.set(a);
                         return a;
                     }
