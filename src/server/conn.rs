@@ -94,10 +94,10 @@ impl Drop for Conn<'_> {
     }
 }
 
-/// Serves one connection until it closes.
-pub(crate) fn serve(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
+/// Serves one connection until it closes. `slot`: its entry in the server's registry, made
+/// when it was accepted (it is unregistered when this returns).
+pub(crate) fn serve(stream: TcpStream, peer: SocketAddr, slot: Arc<ConnSlot>, shared: &Arc<Shared>) {
     let _ = stream.set_write_timeout(Some(shared.settings.write_timeout));
-    let slot = shared.conns.register(PeerProbe::new(&stream));
     let mut c = Conn {
         stream,
         peer,

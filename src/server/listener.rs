@@ -135,8 +135,11 @@ fn accept_loop(listener: may::net::TcpListener, source: Source, shared: Arc<Shar
 
 /// One coroutine per connection: `conn::serve` runs it until it closes.
 fn spawn_connection(stream: may::net::TcpStream, peer: std::net::SocketAddr, shared: Arc<Shared>) {
+    // Registered (busy) here, in the accept loop, not in the coroutine: a drain that stops
+    // accepting and then waits for busy connections cannot miss one accepted just before.
+    let slot = shared.conns.register(crate::platform::PeerProbe::new(&stream));
     may::go!(move || {
-        crate::server::conn::serve(stream, peer, &shared);
+        crate::server::conn::serve(stream, peer, slot, &shared);
         shared.conns.open.fetch_sub(1, AcqRel);
     });
 }
