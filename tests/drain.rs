@@ -142,3 +142,16 @@ fn a_second_signal_exits_at_once() {
     srv.terminate();
     assert_eq!(srv.wait_exit(Duration::from_secs(5)), Some(1));
 }
+
+#[test]
+fn a_connection_that_never_sends_a_request_holds_the_drain_for_a_second_not_its_header_timeout() {
+    let mut srv = ServerProc::start(&["--threads", "2", "--header-timeout", "30"]);
+    let admin = srv.admin();
+    let mut silent = connect(srv.addr); // a preconnect: sends nothing
+    assert!(wait_for(Duration::from_secs(5), || metric(admin, "vigil_connections_busy") >= 1.0));
+    let t0 = Instant::now();
+    srv.terminate();
+    assert_closed(&mut silent);
+    assert_eq!(srv.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(t0.elapsed() < Duration::from_secs(5), "the drain waited {:?}", t0.elapsed());
+}

@@ -149,6 +149,10 @@ impl Conn<'_> {
         let mut started: Option<Instant> = None;
         loop {
             if self.start < self.end {
+                if started.is_none() && self.requests == 0 && !self.shared.conns.busy(&self.slot) {
+                    // A drain closed this connection before its first request began.
+                    return Ok(None);
+                }
                 started.get_or_insert_with(Instant::now);
                 if let Some(h) = parse_head(self.avail(), &limits)? {
                     return Ok(Some(h));

@@ -13,17 +13,24 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::platform::PeerProbe;
+
+/// How long a drain waits, once its listener is closed, for connections accepted before that
+/// to send their first request, before closing the ones that have not.
+pub(crate) const FRESH_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 use crate::runtime::state::{u8_enum, AtomicEnum};
 
 u8_enum! {
     /// What a connection is doing, for the drain.
     pub(crate) enum ConnPhase {
-        /// Fresh (no request yet), or a request between its first byte and its written response.
-        Busy = 0 => "busy",
+        /// Accepted; no byte of a request has arrived yet. Counted as busy: its client is about
+        /// to send a request, so a drain gives it a moment (`FRESH_GRACE`) before closing it.
+        Fresh = 0 => "fresh",
+        /// A request between its first byte and its written response.
+        Busy = 1 => "busy",
         /// Waiting for the next request on a kept-alive connection.
-        Idle = 1 => "idle",
-        /// Idle when the drain closed it: its read side is shut.
-        Closing = 2 => "closing",
+        Idle = 2 => "idle",
+        /// Closed by the drain (it was idle, or fresh past the grace): its read side is shut.
+        Closing = 3 => "closing",
     }
 }
 
@@ -38,7 +45,7 @@ pub(crate) struct ConnSlot {
 pub(crate) struct Connections {
     /// Open client connections (refused ones included while their 503 is written).
     pub open: AtomicUsize,
-    /// Connections in phase `Busy`: what a drain waits for.
+    /// Connections in phase `Fresh` or `Busy`: what a drain waits for.
     busy: AtomicUsize,
     /// The accept coroutine has stopped for good (set as it ends).
     pub accept_stopped: AtomicBool,
@@ -47,10 +54,10 @@ pub(crate) struct Connections {
 }
 
 impl Connections {
-    /// A new connection, busy until its first request has been answered.
+    /// A new connection, fresh (counted as busy) until its first request has been answered.
     pub fn register(&self, socket: Option<PeerProbe>) -> Arc<ConnSlot> {
         let id = self.next_id.fetch_add(1, Relaxed);
-        let slot = Arc::new(ConnSlot { id, phase: AtomicEnum::new(ConnPhase::Busy), socket });
+        let slot = Arc::new(ConnSlot { id, phase: AtomicEnum::new(ConnPhase::Fresh), socket });
         self.busy.fetch_add(1, AcqRel);
         self.registered.lock().insert(id, Arc::clone(&slot));
         slot
@@ -59,7 +66,7 @@ impl Connections {
     /// The connection ends. Call before its socket is closed.
     pub fn unregister(&self, slot: &ConnSlot) {
         self.registered.lock().remove(&slot.id);
-        if slot.phase.swap(ConnPhase::Closing, AcqRel) == ConnPhase::Busy {
+        if matches!(slot.phase.swap(ConnPhase::Closing, AcqRel), ConnPhase::Fresh | ConnPhase::Busy) {
             self.busy.fetch_sub(1, AcqRel);
         }
     }
@@ -71,14 +78,14 @@ impl Connections {
         }
     }
 
-    /// Bytes of a next request arrived. `false`: the drain closed the connection meanwhile
-    /// (its read side is shut); what was read may still be served, nothing more will come.
+    /// Bytes of a request arrived. `false`: the drain closed the connection meanwhile (its
+    /// read side is shut): nothing more will come, and the request is not served.
     pub fn busy(&self, slot: &ConnSlot) -> bool {
         if slot.phase.transition(ConnPhase::Idle, ConnPhase::Busy) {
             self.busy.fetch_add(1, AcqRel);
             return true;
         }
-        slot.phase.load(Acquire) == ConnPhase::Busy
+        slot.phase.transition(ConnPhase::Fresh, ConnPhase::Busy) || slot.phase.load(Acquire) == ConnPhase::Busy
     }
 
     /// Connections that must be finished before the server may stop.
@@ -89,10 +96,22 @@ impl Connections {
     /// Closes every idle connection (its coroutine wakes to end-of-file and ends quietly).
     /// Returns how many.
     pub fn close_idle(&self) -> usize {
+        self.close(ConnPhase::Idle)
+    }
+
+    /// Closes every connection that has still not sent a byte of a request (a drain does so
+    /// [`FRESH_GRACE`] after closing its listener). Returns how many.
+    pub fn close_fresh(&self) -> usize {
+        let n = self.close(ConnPhase::Fresh);
+        self.busy.fetch_sub(n, AcqRel);
+        n
+    }
+
+    fn close(&self, phase: ConnPhase) -> usize {
         let registered = self.registered.lock();
         let mut closed = 0;
         for slot in registered.values() {
-            if slot.phase.transition(ConnPhase::Idle, ConnPhase::Closing) {
+            if slot.phase.transition(phase, ConnPhase::Closing) {
                 if let Some(s) = &slot.socket {
                     s.shutdown_read();
                 }
@@ -113,6 +132,8 @@ mod tests {
         let a = c.register(None);
         let b = c.register(None);
         assert_eq!(c.busy_count(), 2, "fresh connections count as busy");
+        assert!(c.busy(&a) && c.busy(&a), "first bytes: busy, counted once");
+        assert_eq!(c.busy_count(), 2);
         c.idle(&a);
         assert_eq!(c.busy_count(), 1);
         assert_eq!(c.close_idle(), 1);
@@ -122,6 +143,18 @@ mod tests {
         c.unregister(&b);
         assert_eq!(c.busy_count(), 0);
         assert!(c.registered.lock().is_empty());
+    }
+
+    #[test]
+    fn a_fresh_connection_is_closed_only_by_close_fresh_and_then_not_counted() {
+        let c = Connections::default();
+        let a = c.register(None);
+        assert_eq!(c.close_idle(), 0);
+        assert_eq!(c.close_fresh(), 1);
+        assert_eq!(c.busy_count(), 0);
+        assert!(!c.busy(&a), "its late first bytes are not served");
+        c.unregister(&a);
+        assert_eq!(c.busy_count(), 0);
     }
 
     #[test]

@@ -256,9 +256,22 @@ fn drain(shared: &Shared, addr: SocketAddr, source: listener::Source) {
     }
     info!("listener closed; {idle} idle connections closed; finishing {} busy connections", shared.conns.busy_count());
 
-    let hard_stop =
-        Instant::now() + s.graceful_timeout.saturating_sub(delay) + s.write_timeout + Duration::from_secs(1);
+    let closed_at = Instant::now();
+    let hard_stop = closed_at + s.graceful_timeout.saturating_sub(delay) + s.write_timeout + Duration::from_secs(1);
+    let mut fresh_closed = false;
     while shared.conns.busy_count() > 0 && Instant::now() < hard_stop {
+        if !fresh_closed && closed_at.elapsed() >= connections::FRESH_GRACE {
+            // Accepted before the listener closed but silent since: a preconnect, or a client
+            // that will retry on a closed connection. Not worth holding the drain for.
+            let n = shared.conns.close_fresh();
+            if n > 0 {
+                info!(
+                    "closed {n} connections that sent no request within {:?} of the listener closing",
+                    connections::FRESH_GRACE
+                );
+            }
+            fresh_closed = true;
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
     let left = shared.conns.busy_count();
