@@ -33,8 +33,10 @@ macro_rules! settings_table {
         $generate! {
             /// address the HTTP listener binds to (port 0 picks a free port).
             bind: SocketAddr = loopback(8080), ADDR, Any;
-            /// address of the admin listener (metrics, health, readiness), or `off`.
-            admin_bind: Option<SocketAddr> = Some(loopback(9181)), ADDR_OR_OFF, Any;
+            /// address of the admin listener (metrics, health, readiness), or `off`. Off by
+            /// default in the library (`Settings::default()`); the `vigil` binary opens it on
+            /// 127.0.0.1:9181 unless told otherwise.
+            admin_bind: Option<SocketAddr> = None => "off (binary: `127.0.0.1:9181`)", ADDR_OR_OFF, Any;
             /// worker threads: the OS threads that run handlers.
             threads: usize = default_threads() => "4 × CPUs", INT, Between(1, 4096);
             /// requests that may wait for a free worker; when full, new ones get 503 (a request
@@ -418,6 +420,10 @@ impl fmt::Display for SettingsError {
     }
 }
 
+/// Where the `vigil` binary opens its admin listener unless told otherwise (the library's
+/// `Settings::default()` has none, so that servers embedded side by side do not collide).
+pub(crate) const BINARY_ADMIN_BIND: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9181));
+
 /// The smallest queue length `backlog` defaults to, whatever the thread count (see
 /// [`Settings::effective_backlog`]).
 ///
@@ -570,7 +576,8 @@ impl Settings {
     }
 
     /// For `main`: loads the settings from the process's arguments and environment
-    /// ([`Settings::load`]). On `--help`, prints the help to stdout and exits with 0; on an
+    /// ([`Settings::load`]), with the binary's own default for `admin_bind`
+    /// (127.0.0.1:9181, where the library's is off). On `--help`, prints the help to stdout and exits with 0; on an
     /// error, prints `vigil: <error>` and a hint to stderr and exits with 2; on
     /// `--print-config`, prints the effective settings and exits with 0; on `--check-config`,
     /// prints that they are valid (and any warnings, to stderr) and exits with 0.
@@ -581,7 +588,12 @@ impl Settings {
             Err(bad) => Err(SettingsError::Usage(format!("argument {bad:?} is not valid UTF-8"))),
         };
         let loaded = match result {
-            Ok(loaded) => loaded,
+            Ok(mut loaded) => {
+                if *loaded.origin("admin_bind") == Origin::Default {
+                    loaded.settings.admin_bind = Some(BINARY_ADMIN_BIND);
+                }
+                loaded
+            }
             Err(SettingsError::Help(help)) => {
                 print!("{help}");
                 std::process::exit(0)
@@ -1188,7 +1200,8 @@ mod tests {
     fn defaults_match_the_spec() {
         let s = Settings::default();
         assert_eq!(s.bind, loopback(8080));
-        assert_eq!(s.admin_bind, Some(loopback(9181)));
+        assert_eq!(s.admin_bind, None, "off in the library");
+        assert_eq!(BINARY_ADMIN_BIND, loopback(9181));
         assert_eq!(s.threads, default_threads());
         assert_eq!(s.effective_backlog(), (2 * s.threads).max(MIN_DEFAULT_BACKLOG));
         assert_eq!(s.effective_max_abandoned(), s.threads);
