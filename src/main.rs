@@ -104,7 +104,8 @@ fn parse_service_args(args: &[String]) -> Result<Option<ServiceCommand>, String>
 /// Validates the server flags the way `vigil` itself will when the service starts, so that a
 /// bad flag fails now rather than at the next boot.
 fn service_settings(action: &str, flags: &[String]) -> Result<Settings, i32> {
-    Settings::from_args(&flags.iter().map(String::as_str).collect::<Vec<_>>()).map_err(|e| {
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    Settings::load(&flags, std::iter::empty::<(&str, &str)>()).map(|l| l.with_binary_defaults().settings).map_err(|e| {
         if e.is_help() {
             print!("{}", e.message());
             0

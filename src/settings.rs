@@ -588,12 +588,7 @@ impl Settings {
             Err(bad) => Err(SettingsError::Usage(format!("argument {bad:?} is not valid UTF-8"))),
         };
         let loaded = match result {
-            Ok(mut loaded) => {
-                if *loaded.origin("admin_bind") == Origin::Default {
-                    loaded.settings.admin_bind = Some(BINARY_ADMIN_BIND);
-                }
-                loaded
-            }
+            Ok(loaded) => loaded.with_binary_defaults(),
             Err(SettingsError::Help(help)) => {
                 print!("{help}");
                 std::process::exit(0)

@@ -104,6 +104,22 @@ pub struct LoadedSettings {
 }
 
 impl LoadedSettings {
+    /// Applies the `vigil` binary's own defaults where they differ from the library's, to the
+    /// settings nothing set: the admin listener on 127.0.0.1:9181 (the library's default is
+    /// off, so that servers embedded side by side never collide).
+    ///
+    /// ```
+    /// let loaded = vigil::Settings::load(&[], std::iter::empty::<(&str, &str)>()).unwrap();
+    /// assert_eq!(loaded.settings.admin_bind, None);
+    /// assert_eq!(loaded.with_binary_defaults().settings.admin_bind, Some("127.0.0.1:9181".parse().unwrap()));
+    /// ```
+    pub fn with_binary_defaults(mut self) -> Self {
+        if *self.origin("admin_bind") == Origin::Default {
+            self.settings.admin_bind = Some(super::BINARY_ADMIN_BIND);
+        }
+        self
+    }
+
     /// Where the setting `name` (a field of [`Settings`], e.g. `"max_body"`) came from.
     ///
     /// # Panics
