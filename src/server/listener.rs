@@ -37,6 +37,40 @@ pub(crate) fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
+/// The drain's own connection to the listener, which tells the accept loop that everything
+/// queued before it has been accepted. Bound before it connects, so that its address can be
+/// recorded before the accept loop can possibly see it.
+pub(crate) struct WakeUp {
+    socket: Socket,
+    /// Its local address: the peer address the accept loop will see.
+    pub local: SocketAddr,
+}
+
+impl WakeUp {
+    /// A socket bound to an ephemeral port on the address it will use to reach `listener`.
+    pub fn bind(listener: SocketAddr) -> io::Result<WakeUp> {
+        let socket = Socket::new(Domain::for_address(listener), Type::STREAM, Some(Protocol::TCP))?;
+        socket.bind(&SocketAddr::new(reachable(listener).ip(), 0).into())?;
+        let local = socket.local_addr()?.as_socket().ok_or_else(|| io::Error::other("not an IP socket"))?;
+        Ok(WakeUp { socket, local })
+    }
+
+    /// Connects (at most 200 ms), then closes.
+    pub fn connect(self, listener: SocketAddr) {
+        let _ = self.socket.connect_timeout(&reachable(listener).into(), Duration::from_millis(200));
+    }
+}
+
+/// Where this host reaches a listener bound to `addr`: the loopback address of its family for
+/// an unspecified one (`0.0.0.0`, `::`).
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => (std::net::Ipv4Addr::LOCALHOST, addr.port()).into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => (std::net::Ipv6Addr::LOCALHOST, addr.port()).into(),
+        _ => addr,
+    }
+}
+
 /// Hands a bound (or inherited) listener over to may's event loop.
 pub(crate) fn into_coroutine_listener(listener: std::net::TcpListener) -> io::Result<may::net::TcpListener> {
     // may's own conversion panics if its event loop cannot take the socket; check the socket

@@ -240,9 +240,13 @@ fn drain(shared: &Shared, addr: SocketAddr, source: listener::Source) {
 
     // Wake the accept coroutine with a connection of our own: it accepts whatever reached the
     // listener before it, then closes the listener.
-    let wake_up = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200));
-    shared.lifecycle.begin_closing(wake_up.as_ref().ok().and_then(|c| c.local_addr().ok()));
-    drop(wake_up);
+    // Its local address is known (and recorded) before it connects, so the accept loop
+    // recognises it whenever it is accepted.
+    let wake_up = listener::WakeUp::bind(addr);
+    shared.lifecycle.begin_closing(wake_up.as_ref().ok().map(|w| w.local));
+    if let Ok(w) = wake_up {
+        w.connect(addr);
+    }
     let idle = shared.conns.close_idle();
     if source == listener::Source::Inherited {
         // The supervisor's socket may be shared with a process started meanwhile, which can
