@@ -110,10 +110,11 @@ macro_rules! generate_settings {
     )*) => {
         /// Every tunable of the server.
         ///
-        /// Build it with `Settings::default()` and chainable setters (one per field, named like
-        /// the field), or from command-line flags with [`Settings::from_args`]. Each field is
-        /// the flag of the same name with dashes (`max_body` is `--max-body`); defaults, value
-        /// formats and ranges are listed by [`Settings::docs_markdown`] (`docs/settings.md`).
+        /// Build it with `Settings::default()` and chainable setters (one per setting, named
+        /// like it: `threads(8)`), or from command-line flags with [`Settings::from_args`];
+        /// read a value with its getter (`get_threads()`). Each setting is the flag of the
+        /// same name with dashes (`max_body` is `--max-body`); defaults, value formats and
+        /// ranges are listed by [`Settings::docs_markdown`] (`docs/settings.md`).
         ///
         /// ```
         /// use std::time::Duration;
@@ -124,14 +125,14 @@ macro_rules! generate_settings {
         /// settings.validate().unwrap();
         ///
         /// let parsed = Settings::from_args(&["--threads", "8", "--timeout", "5s"]).unwrap();
-        /// assert_eq!((parsed.threads, parsed.timeout), (8, Duration::from_secs(5)));
+        /// assert_eq!((parsed.get_threads(), parsed.get_timeout()), (8, Duration::from_secs(5)));
         ///
         /// let err = Settings::from_args(&["--threads", "0"]).unwrap_err();
         /// assert_eq!(err.to_string(), "--threads: must be between 1 and 4096, got 0");
         /// ```
         #[derive(Clone, Debug)]
         pub struct Settings {
-            $( $(#[doc = $doc])+ pub $field: $ty, )*
+            $( $(#[doc = $doc])+ pub(crate) $field: $ty, )*
         }
 
         impl Default for Settings {
@@ -142,11 +143,24 @@ macro_rules! generate_settings {
 
         impl Settings {
             $(
-                #[doc = concat!("Sets the `", stringify!($field), "` field.")]
+                #[doc = concat!(
+                    "Sets `", stringify!($field), "` (read it with [`get_", stringify!($field),
+                    "`](Settings::get_", stringify!($field), "))."
+                )]
                 #[must_use]
                 pub fn $field(mut self, value: $ty) -> Self {
                     self.$field = value;
                     self
+                }
+
+                pastey::paste! {
+                    $(#[doc = $doc])+
+                    #[doc = ""]
+                    #[doc = concat!("Set with [`", stringify!($field), "`](Settings::", stringify!($field), ").")]
+                    #[allow(clippy::clone_on_copy)]
+                    pub fn [<get_ $field>](&self) -> $ty {
+                        self.$field.clone()
+                    }
                 }
             )*
 
