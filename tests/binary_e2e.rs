@@ -203,6 +203,7 @@ fn invalid_flag_value_names_the_flag_and_exits_2() {
 }
 
 /// The `may` log lines of the binary serving a few connections under `RUST_LOG=rust_log`.
+#[cfg(unix)]
 fn may_lines_under(rust_log: &str) -> Vec<String> {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
