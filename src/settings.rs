@@ -2,8 +2,8 @@
 //!
 //! The table in `settings_table!` is the only place a setting is declared: its doc comment,
 //! field name and type, default, value kind and accepted range. From it the module generates the
-//! [`Settings`] struct and its `Default`, one chainable setter and one getter per field, the argh [`Cli`]
-//! struct, the validation behind [`Settings::validate`], the `--help` defaults and
+//! [`Settings`] struct and its `Default`, one chainable setter and one getter per field, the
+//! argh [`Cli`] struct, the validation behind [`Settings::validate`], the `--help` defaults and
 //! [`Settings::docs_markdown`], which is checked into `docs/settings.md` (a test fails when that
 //! file is stale). The flag of a field is its name with dashes: `max_body` is `--max-body`.
 //!
