@@ -6,7 +6,7 @@ use vigil::{App, Ctx, Error, Request, Response};
 
 fn item(req: &Request, _ctx: &Ctx) -> Result<Response, Error> {
     let id: u32 = req.param("id").unwrap_or("").parse().map_err(|_| Error::new(400, "bad id"))?;
-    Ok(Response::json(format!(r#"{{"id":{id}}}"#)))
+    Ok(Response::text(format!("item {id}")))
 }
 
 #[test]
@@ -14,12 +14,12 @@ fn item_answers_its_id() {
     // The handler alone, with the parameter its route would capture.
     let req = Request::builder("GET", "/items/7").param("id", "7").build();
     let resp = item(&req, &Ctx::detached(Duration::from_secs(1))).unwrap();
-    assert_eq!((resp.status(), resp.body()), (200, &br#"{"id":7}"#[..]));
+    assert_eq!((resp.status(), resp.body()), (200, &b"item 7"[..]));
 
     // Through the app's routes: parameters come from the pattern, unknown paths are 404.
     let app = App::new().get("/items/:id", item);
     assert_eq!(app.call(Request::builder("GET", "/items/x").build()).status(), 400);
-    assert_eq!(app.call(Request::builder("GET", "/items/7").build()).body(), br#"{"id":7}"#);
+    assert_eq!(app.call(Request::builder("GET", "/items/7").build()).body(), b"item 7");
     assert_eq!(app.call(Request::builder("GET", "/nope").build()).status(), 404);
 }
 
