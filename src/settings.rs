@@ -278,7 +278,7 @@ macro_rules! generate_cli {
         /// use vigil::Settings;
         ///
         /// let cli = Cli { threads: Some("3".into()), ..Cli::default() };
-        /// assert_eq!(Settings::try_from(cli).unwrap().threads, 3);
+        /// assert_eq!(Settings::try_from(cli).unwrap().get_threads(), 3);
         /// ```
         #[derive(argh::FromArgs, Debug, Default)]
         #[argh(description = "HTTP/1.1 application server whose watchdog cancels hung requests, \
@@ -558,10 +558,10 @@ impl Settings {
     ///
     /// let env = [("VIGIL_THREADS", "6"), ("VIGIL_TIMEOUT", "5s"), ("PORT", "5000")];
     /// let loaded = Settings::load(&["--threads", "8"], env).unwrap();
-    /// assert_eq!(loaded.settings.threads, 8); // the flag wins over the environment
+    /// assert_eq!(loaded.settings.get_threads(), 8); // the flag wins over the environment
     /// assert_eq!(loaded.origin("threads"), &Origin::Flag("--threads".into()));
-    /// assert_eq!(loaded.settings.timeout, std::time::Duration::from_secs(5));
-    /// assert_eq!(loaded.settings.bind, "0.0.0.0:5000".parse().unwrap());
+    /// assert_eq!(loaded.settings.get_timeout(), std::time::Duration::from_secs(5));
+    /// assert_eq!(loaded.settings.get_bind(), "0.0.0.0:5000".parse().unwrap());
     /// assert_eq!(loaded.origin("bind"), &Origin::Env("PORT".into()));
     /// ```
     pub fn load<K, V>(args: &[&str], env: impl IntoIterator<Item = (K, V)>) -> Result<LoadedSettings, SettingsError>
