@@ -162,10 +162,10 @@ fn main() {
 
     let local = "127.0.0.1:0".parse().unwrap();
     let settings = vigil::Settings::default().bind(local).admin_bind(None);
-    let vigil_default = vigil::Server::start(settings.clone(), demo::app(settings.timeout)).expect("start vigil");
+    let vigil_default = vigil::Server::start(settings.clone(), demo::app(settings.get_timeout())).expect("start vigil");
     let blocking_settings = settings.threads(64);
-    let vigil_64 =
-        vigil::Server::start(blocking_settings.clone(), demo::app(blocking_settings.timeout)).expect("start vigil");
+    let vigil_64 = vigil::Server::start(blocking_settings.clone(), demo::app(blocking_settings.get_timeout()))
+        .expect("start vigil");
     let mini_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let _mini = HelloFactory.start(mini_addr).expect("start may_minihttp");
     assert!(wait_listening(mini_addr, Duration::from_secs(5)), "may_minihttp did not start");

@@ -46,5 +46,5 @@ fn main() -> std::io::Result<()> {
         .admin_bind(Some("127.0.0.1:0".parse().unwrap()))
         .timeout(Duration::from_secs(1))
         .cancel_grace(Duration::from_secs(1));
-    Server::serve(settings, app)
+    Ok(Server::serve(settings, app)?)
 }

@@ -29,7 +29,7 @@ fn export(req: &Request, ctx: &Ctx) -> Result<Response, Error> {
     Ok(Response::text(csv).with_header("Content-Type", "text/csv"))
 }
 
-fn main() -> std::io::Result<()> {
+fn main() -> Result<(), vigil::StartError> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,may=warn")).init();
     let app = App::new().route(
         "GET",

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use vigil::{App, Ctx, Request, Response, Server, Settings};
 
-fn main() -> std::io::Result<()> {
+fn main() -> Result<(), vigil::StartError> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,may=warn")).init();
     let bind = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:0".into());
     let app = App::new()

@@ -60,7 +60,7 @@ fn serve(mut s: TcpStream, shared: &Shared) {
                     let mut out = Vec::new();
                     encode(
                         &Response::error(400, "bad request"),
-                        &Framing { head_only: false, close: true, request_id: None },
+                        &Framing { head_only: false, close: true, http10: false, request_id: None },
                         &mut out,
                     );
                     let _ = s.write_all(&out);
@@ -77,7 +77,8 @@ fn serve(mut s: TcpStream, shared: &Shared) {
         };
         let close = !head.keep_alive || head.framing != crate::http::parse::Framing::None;
         let mut out = Vec::with_capacity(resp.body().len() + 256);
-        encode(&resp, &Framing { head_only: method == "HEAD", close, request_id: None }, &mut out);
+        let http10 = head.version == crate::http::parse::Version::Http10;
+        encode(&resp, &Framing { head_only: method == "HEAD", close, http10, request_id: None }, &mut out);
         if s.write_all(&out).is_err() || close {
             return;
         }

@@ -13,23 +13,45 @@ use crate::runtime::routes::{RouteId, RouteInfo, RouteTable};
 
 /// An error a handler can return with `?`; it becomes a response with its status and message.
 ///
+/// [`Error::new`] sends its message to the client. [`Error::internal`] (and an
+/// `std::io::Error` turned into an `Error` by `?`) answers `500 internal server error` and
+/// keeps the cause for the server's log (with the request id and route), so an OS error's text
+/// never reaches the client.
+///
 /// ```
 /// use vigil::{Error, Response};
 /// let e = Error::new(422, "quantity must be positive");
 /// assert_eq!(e.status(), 422);
 /// let from_cancel: Error = vigil::Cancelled.into();
 /// assert_eq!(from_cancel.status(), 504);
+/// let io: Error = std::io::Error::other("disk /var/lib/db is full").into();
+/// assert_eq!((io.status(), io.message()), (500, "internal server error"));
+/// assert_eq!(io.cause(), Some("disk /var/lib/db is full"));
 /// ```
 #[derive(Debug, Clone)]
 pub struct Error {
     status: u16,
     message: String,
+    /// What went wrong inside, for the log only.
+    cause: Option<Box<str>>,
 }
 
 impl Error {
     /// An error answered with `status` and a short text body.
     pub fn new(status: u16, message: impl Into<String>) -> Self {
-        Error { status, message: message.into() }
+        Error { status, message: message.into(), cause: None }
+    }
+
+    /// A `500 internal server error` whose `cause` is logged (error level, target
+    /// `vigil::app`, with the request id and route) and never sent to the client.
+    ///
+    /// ```
+    /// let e = vigil::Error::internal("connection to 10.0.0.7:5432 refused");
+    /// assert_eq!(e.status(), 500);
+    /// assert_eq!(e.message(), "internal server error");
+    /// ```
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        Error { status: 500, message: "internal server error".into(), cause: Some(cause.to_string().into()) }
     }
 
     /// The status the client gets.
@@ -41,11 +63,20 @@ impl Error {
     pub fn message(&self) -> &str {
         &self.message
     }
+
+    /// The cause of an [`internal`](Error::internal) error (logged, not sent).
+    pub fn cause(&self) -> Option<&str> {
+        self.cause.as_deref()
+    }
 }
 
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.status, self.message)
+        write!(f, "{} {}", self.status, self.message)?;
+        if let Some(cause) = &self.cause {
+            write!(f, " ({cause})")?;
+        }
+        Ok(())
     }
 }
 
@@ -57,9 +88,10 @@ impl From<Cancelled> for Error {
     }
 }
 
+/// An I/O error is an [`Error::internal`]: its text is logged, the client gets a generic 500.
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
-        Error::new(500, e.to_string())
+        Error::internal(e)
     }
 }
 
@@ -126,10 +158,11 @@ impl<T: IntoResponse, E: IntoResponse> IntoResponse for Result<T, E> {
     }
 }
 
-/// Its status and its message as a short text body.
+/// Its status and its message as a short text body; the cause of an
+/// [`internal`](Error::internal) error goes along for the log, never on the wire.
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        Response::error(self.status, &self.message)
+        Response::error(self.status, &self.message).with_cause(self.cause)
     }
 }
 
@@ -272,12 +305,13 @@ pub(crate) enum Routed {
         route: RouteId,
         params: Params,
     },
-    /// The path exists under other methods (for 405 with `Allow`).
-    MethodNotAllowed(String),
-    NotFound,
-    /// A route matched, but a parameter's percent-encoding is invalid (or not UTF-8): 400.
-    BadParam,
+    /// The router answers itself: 404; 405 with `Allow` (the path exists under other methods);
+    /// `OPTIONS *`: 200 with `Allow` (every method some route takes).
+    Answer(Response),
 }
+
+/// The server's default `--timeout`, for [`App::call`] (which has no server).
+const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An application: a table of routes. Patterns are literal segments, `:name` parameters and a
 /// final `*name` capturing the rest of the path. Static routes are found by one hash lookup.
@@ -430,10 +464,59 @@ impl App {
         )
     }
 
+    /// Routes `req` the way the server does and runs its handler on the calling thread, with
+    /// a [`Ctx`] that belongs to no server: its deadline is the route's timeout (or 30 s, the
+    /// default `--timeout`) and nothing cancels it but [`Ctx::cancel`]. Route parameters are
+    /// captured from the path; an unknown path is 404, a known one under another method 405,
+    /// exactly as the server answers them. For handler tests without a socket; a panic in the
+    /// handler reaches the caller.
+    ///
+    /// ```
+    /// use vigil::{App, Request, Response};
+    ///
+    /// let app = App::new().get("/items/:id", |req, _ctx| Response::text(format!("item {}", req.param("id").unwrap())));
+    /// let resp = app.call(Request::builder("GET", "/items/7").build());
+    /// assert_eq!((resp.status(), resp.body()), (200, &b"item 7"[..]));
+    /// assert_eq!(app.call(Request::builder("DELETE", "/items/7").build()).status(), 405);
+    /// assert_eq!(app.call(Request::builder("GET", "/nope").build()).status(), 404);
+    /// ```
+    pub fn call(&self, mut req: Request) -> Response {
+        let (route, params) = match self.find(req.method(), req.path()) {
+            Routed::Found { route, params } => (route, params),
+            Routed::Answer(resp) => return resp,
+        };
+        req.set_params(params);
+        let timeout = self.routes[route.index()].options.effective_timeout(DEFAULT_CALL_TIMEOUT);
+        let job = Arc::new(Inflight::detached(req, route, timeout));
+        self.run(&job)
+    }
+
+    /// Every method some route takes (with `HEAD` where `GET` is, and `OPTIONS`), for
+    /// `OPTIONS *`'s `Allow`.
+    fn all_methods(&self) -> String {
+        let mut methods: Vec<&str> = Vec::new();
+        for r in &self.routes {
+            let m = r.method.as_str();
+            for m in [m, if m == "GET" { "HEAD" } else { m }] {
+                if !methods.contains(&m) {
+                    methods.push(m);
+                }
+            }
+        }
+        if !methods.contains(&"OPTIONS") {
+            methods.push("OPTIONS");
+        }
+        methods.join(", ")
+    }
+
     /// Out of line: its frame stays off the connection coroutine's stack except while it runs
     /// (see ARCHITECTURE.md, memory of an idle connection).
     #[inline(never)]
     pub(crate) fn find(&self, method: &str, path: &str) -> Routed {
+        if path == "*" {
+            // The parser lets the asterisk-form through for OPTIONS only (RFC 9112 §3.2.4).
+            return Routed::Answer(Response::new(200).with_header("Allow", self.all_methods()));
+        }
         let lookup_method = if method == "HEAD" { "GET" } else { method };
         let path = normalize(path);
         // Fast path: a static route, one hash lookup (no allocation for the common methods).
@@ -448,7 +531,7 @@ impl App {
                 if r.method == lookup_method {
                     return match decode_params(params) {
                         Some(params) => Routed::Found { route: RouteId::new(i), params },
-                        None => Routed::BadParam,
+                        None => Routed::Answer(Response::error(400, "invalid percent-encoding in the path")),
                     };
                 }
                 if !allowed.contains(&r.method.as_str()) {
@@ -457,22 +540,39 @@ impl App {
             }
         }
         if allowed.is_empty() {
-            Routed::NotFound
+            Routed::Answer(Response::error(404, "not found"))
         } else {
             if allowed.contains(&"GET") {
                 allowed.push("HEAD");
             }
-            Routed::MethodNotAllowed(allowed.join(", "))
+            Routed::Answer(Response::error(405, "method not allowed").with_header("Allow", allowed.join(", ")))
         }
     }
 }
 
-/// The pool runs handlers through this: the app is the runtime's [`Runner`].
+/// The pool runs handlers through this: the app is the runtime's [`Runner`]. The cause of an
+/// internal error is logged here, with the request's id and route.
 impl Runner for App {
     fn run(&self, job: &Arc<Inflight>) -> Response {
         let ctx = Ctx::new(Arc::clone(job));
-        self.routes[job.route.index()].handler.call(&job.req, &ctx)
+        let route = &self.routes[job.route.index()];
+        let mut resp = route.handler.call(&job.req, &ctx);
+        if let Some(cause) = resp.take_cause() {
+            log_cause(job, &route.pattern, resp.status(), &cause);
+        }
+        resp
     }
+}
+
+#[cold]
+#[inline(never)]
+fn log_cause(job: &Inflight, route: &str, status: u16, cause: &str) {
+    log::error!(
+        target: "vigil::app",
+        event = "handler_error", id = job.req.id(), route = route, status = status, cause = cause;
+        "handler error id={} route={route}: {cause}; answered {status} internal server error",
+        job.req.id()
+    );
 }
 
 impl Route {
@@ -579,21 +679,53 @@ mod tests {
         let (_, p) = found(a.find("GET", "/files/x%20y/z"));
         assert_eq!(&*p[0].1, "x y/z");
         for bad in ["/items/%zz", "/items/%4", "/items/%", "/items/%FF"] {
-            assert!(matches!(a.find("GET", bad), Routed::BadParam), "{bad}");
+            assert_eq!(answered(a.find("GET", bad)).status(), 400, "{bad}");
+        }
+    }
+
+    fn answered(r: Routed) -> Response {
+        match r {
+            Routed::Answer(resp) => resp,
+            Routed::Found { route, .. } => panic!("found route {}", route.index()),
         }
     }
 
     #[test]
     fn wrong_method_lists_allowed_ones() {
-        match app().find("DELETE", "/items") {
-            Routed::MethodNotAllowed(allow) => assert_eq!(allow, "POST"),
-            _ => panic!("expected 405"),
-        }
+        let resp = answered(app().find("DELETE", "/items"));
+        assert_eq!((resp.status(), resp.header("allow")), (405, Some("POST")));
     }
 
     #[test]
     fn unknown_path_is_not_found() {
-        assert!(matches!(app().find("GET", "/nope/x/y"), Routed::NotFound));
+        assert_eq!(answered(app().find("GET", "/nope/x/y")).status(), 404);
+    }
+
+    #[test]
+    fn options_asterisk_lists_every_method_of_the_server() {
+        let resp = answered(app().find("OPTIONS", "*"));
+        assert_eq!((resp.status(), resp.header("allow")), (200, Some("GET, HEAD, POST, OPTIONS")));
+        assert!(resp.body().is_empty());
+    }
+
+    #[test]
+    fn call_routes_fills_params_and_runs_the_handler_without_a_socket() {
+        let app = App::new().get("/items/:id/files/*rest", |req: &Request, ctx: &Ctx| {
+            Response::text(format!("{} {} {}", req.param("id").unwrap(), req.param("rest").unwrap(), ctx.request_id()))
+        });
+        let resp = app.call(Request::builder("GET", "/items/7/files/a/b.txt").build());
+        assert_eq!((resp.status(), resp.body()), (200, &b"7 a/b.txt test"[..]));
+        assert_eq!(app.call(Request::builder("POST", "/items/7/files/a").build()).status(), 405);
+    }
+
+    #[test]
+    fn an_io_error_is_a_generic_500_whose_cause_stays_out_of_the_body() {
+        let app = App::new().get("/f", |_: &Request, _: &Ctx| -> Result<Response, Error> {
+            Err(std::io::Error::other("open /etc/secret: permission denied"))?
+        });
+        let resp = app.call(Request::builder("GET", "/f").build());
+        assert_eq!(resp.status(), 500);
+        assert_eq!(resp.body(), b"internal server error\n");
     }
 
     #[test]

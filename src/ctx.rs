@@ -58,7 +58,8 @@ impl Ctx {
     /// A context that belongs to no server (for tests and for calling handlers directly), with a
     /// deadline `timeout` from now. Cancel it yourself with [`Ctx::cancel`].
     pub fn detached(timeout: Duration) -> Ctx {
-        Ctx { inflight: Arc::new(Inflight::detached(Request::builder("GET", "/").build(), timeout)) }
+        let req = Request::builder("GET", "/").build();
+        Ctx { inflight: Arc::new(Inflight::detached(req, crate::runtime::routes::RouteId::new(0), timeout)) }
     }
 
     pub(crate) fn new(inflight: Arc<Inflight>) -> Ctx {

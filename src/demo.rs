@@ -91,7 +91,8 @@ pub fn app(timeout: Duration) -> App {
 fn report(req: &Request, ctx: &Ctx) -> Result<Response, Error> {
     let secs = ms_param(req, "secs", 3)?;
     let pause = ms_param(req, "pause_ms", 0)?;
-    let steps = secs * 10;
+    // Ten steps a second; a count that overflows is refused rather than wrapped around.
+    let steps = secs.checked_mul(10).ok_or_else(|| Error::new(400, "query parameter secs is too large"))?;
     for i in 1..=steps {
         ctx.stage(format!("chunk {i}/{steps}"));
         ctx.progress();

@@ -41,7 +41,7 @@ pub use http::request::JsonError;
 pub use http::request::{Request, RequestBuilder};
 pub use http::response::Response;
 pub use logging::LogFormat;
-pub use server::{Server, ServerHandle, ShutdownTrigger};
+pub use server::{Server, ServerHandle, ShutdownTrigger, StartError};
 pub use settings::{LoadedSettings, Mode, Origin, Settings, SettingsError};
 
 #[doc(hidden)]

@@ -499,7 +499,9 @@ impl<'kvs> VisitSource<'kvs> for Fields<'_> {
         self.out.push(',');
         push_json_str(self.out, k);
         self.out.push(':');
-        if let Some(b) = value.to_bool() {
+        if is_null(&value) {
+            self.out.push_str("null");
+        } else if let Some(b) = value.to_bool() {
             self.out.push_str(if b { "true" } else { "false" });
         } else if let Some(u) = value.to_u64() {
             let _ = write!(self.out, "{u}");
@@ -514,6 +516,23 @@ impl<'kvs> VisitSource<'kvs> for Fields<'_> {
         }
         Ok(())
     }
+}
+
+/// Whether a key-value's value is "none" (an `Option` that is `None`): JSON `null`.
+fn is_null(value: &Value<'_>) -> bool {
+    struct Null(bool);
+    impl<'v> log::kv::VisitValue<'v> for Null {
+        fn visit_any(&mut self, _: Value<'_>) -> Result<(), log::kv::Error> {
+            Ok(())
+        }
+        fn visit_null(&mut self) -> Result<(), log::kv::Error> {
+            self.0 = true;
+            Ok(())
+        }
+    }
+    let mut n = Null(false);
+    let _ = value.visit(&mut n);
+    n.0
 }
 
 fn push_json_str(out: &mut String, s: &str) {
@@ -667,12 +686,14 @@ mod tests {
     #[test]
     fn json_line_has_the_stable_keys_first_then_typed_fields() {
         let mut out = String::new();
-        let kvs: [(&str, Value); 5] = [
+        let none: Option<f64> = None;
+        let kvs: [(&str, Value); 6] = [
             ("id", Value::from("abc")),
             ("elapsed", Value::from(1.5f64)),
             ("thread", Value::from(3u32)),
             ("msg", Value::from("not allowed to replace msg")),
             ("ok", Value::from(true)),
+            ("budget", log::kv::ToValue::to_value(&none)),
         ];
         let rec = Record::builder()
             .args(format_args!("say \"hi\"\n"))
@@ -684,7 +705,7 @@ mod tests {
         assert_eq!(
             out,
             "{\"ts\":\"2025-01-02T03:04:05.006Z\",\"level\":\"WARN\",\"target\":\"vigil::watchdog\",\
-             \"msg\":\"say \\\"hi\\\"\\n\",\"id\":\"abc\",\"elapsed\":1.5,\"thread\":3,\"ok\":true}\n"
+             \"msg\":\"say \\\"hi\\\"\\n\",\"id\":\"abc\",\"elapsed\":1.5,\"thread\":3,\"ok\":true,\"budget\":null}\n"
         );
         let v: serde_json::Value = serde_json::from_str(out.trim_end()).unwrap();
         assert_eq!(v["msg"], "say \"hi\"\n");

@@ -19,7 +19,7 @@ fn main() {
         eprintln!("vigil: {e}");
         std::process::exit(ExitStatus::StartFailed.code().into());
     }
-    let app = demo::app(settings.timeout);
+    let app = demo::app(settings.get_timeout());
     let result = Server::serve(settings, app);
     vigil::logging::flush();
     if let Err(e) = result {
@@ -31,18 +31,18 @@ fn main() {
 /// Installs the logger: to `--log-file` (rotated by size) or stderr. `RUST_LOG` picks the
 /// levels (default `info`); see vigil::logging. Fails only when the log file can't be opened.
 fn init_logging(settings: &Settings) -> std::io::Result<()> {
-    let sink: Box<dyn std::io::Write + Send> = match &settings.log_file {
+    let sink: Box<dyn std::io::Write + Send> = match &settings.get_log_file() {
         Some(path) => Box::new(open_log_file(settings, path)?),
         None => Box::new(std::io::stderr()),
     };
-    if let Err(e) = vigil::logging::init_with(settings.log_format, settings.access_log, sink) {
+    if let Err(e) = vigil::logging::init_with(settings.get_log_format(), settings.get_access_log(), sink) {
         eprintln!("vigil: could not install the logger: {e}");
     }
     Ok(())
 }
 
 fn open_log_file(settings: &Settings, path: &std::path::Path) -> std::io::Result<vigil::logging::LogFile> {
-    vigil::logging::LogFile::open(path, settings.log_file_max_size, settings.log_file_keep).map_err(|e| {
+    vigil::logging::LogFile::open(path, settings.get_log_file_max_size(), settings.get_log_file_keep()).map_err(|e| {
         std::io::Error::new(e.kind(), format!("--log-file: cannot open {} for writing: {e}", path.display()))
     })
 }
@@ -121,7 +121,7 @@ fn service_settings(action: &str, flags: &[String]) -> Result<Settings, i32> {
 /// `--write-timeout` for answers still being written, plus the drain's own second; one more
 /// second for the last status report. Windows only waits that long if the drain does.
 fn preshutdown_timeout(settings: &Settings) -> Duration {
-    settings.graceful_timeout + settings.write_timeout + Duration::from_secs(2)
+    settings.get_graceful_timeout() + settings.get_write_timeout() + Duration::from_secs(2)
 }
 
 /// `vigil service ...`: returns the process exit code.
@@ -153,7 +153,7 @@ fn service_main(args: &[String]) -> i32 {
             if cfg!(not(windows)) {
                 return failed("install", &name, ServiceError::Unsupported);
             }
-            match &settings.log_file {
+            match &settings.get_log_file() {
                 // A service starts in C:\Windows\System32: a relative path would land there.
                 Some(path) if path.is_relative() => {
                     eprintln!(
@@ -221,7 +221,7 @@ fn service_main(args: &[String]) -> i32 {
             // reported to the Service Control Manager as a failed start.
             let result = Server::run_as_service_with(&name, move || {
                 init_logging(&settings)?;
-                let app = demo::app(settings.timeout);
+                let app = demo::app(settings.get_timeout());
                 Ok((settings, app))
             });
             vigil::logging::flush();

@@ -345,7 +345,7 @@ impl Server {
         {
             let (settings, app) = setup().map_err(ServiceError::Start)?;
             log::info!("{name}: running in the foreground; SIGTERM or SIGINT drains and stops it");
-            let served = Server::serve(settings, app).map_err(ServiceError::Start);
+            let served = Server::serve(settings, app).map_err(|e| ServiceError::Start(e.into()));
             crate::logging::flush();
             served
         }

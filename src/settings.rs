@@ -2,8 +2,8 @@
 //!
 //! The table in `settings_table!` is the only place a setting is declared: its doc comment,
 //! field name and type, default, value kind and accepted range. From it the module generates the
-//! [`Settings`] struct and its `Default`, one chainable setter per field, the argh [`Cli`]
-//! struct, the validation behind [`Settings::validate`], the `--help` defaults and
+//! [`Settings`] struct and its `Default`, one chainable setter and one getter per field, the
+//! argh [`Cli`] struct, the validation behind [`Settings::validate`], the `--help` defaults and
 //! [`Settings::docs_markdown`], which is checked into `docs/settings.md` (a test fails when that
 //! file is stale). The flag of a field is its name with dashes: `max_body` is `--max-body`.
 //!
@@ -110,10 +110,11 @@ macro_rules! generate_settings {
     )*) => {
         /// Every tunable of the server.
         ///
-        /// Build it with `Settings::default()` and chainable setters (one per field, named like
-        /// the field), or from command-line flags with [`Settings::from_args`]. Each field is
-        /// the flag of the same name with dashes (`max_body` is `--max-body`); defaults, value
-        /// formats and ranges are listed by [`Settings::docs_markdown`] (`docs/settings.md`).
+        /// Build it with `Settings::default()` and chainable setters (one per setting, named
+        /// like it: `threads(8)`), or from command-line flags with [`Settings::from_args`];
+        /// read a value with its getter (`get_threads()`). Each setting is the flag of the
+        /// same name with dashes (`max_body` is `--max-body`); defaults, value formats and
+        /// ranges are listed by [`Settings::docs_markdown`] (`docs/settings.md`).
         ///
         /// ```
         /// use std::time::Duration;
@@ -124,14 +125,14 @@ macro_rules! generate_settings {
         /// settings.validate().unwrap();
         ///
         /// let parsed = Settings::from_args(&["--threads", "8", "--timeout", "5s"]).unwrap();
-        /// assert_eq!((parsed.threads, parsed.timeout), (8, Duration::from_secs(5)));
+        /// assert_eq!((parsed.get_threads(), parsed.get_timeout()), (8, Duration::from_secs(5)));
         ///
         /// let err = Settings::from_args(&["--threads", "0"]).unwrap_err();
         /// assert_eq!(err.to_string(), "--threads: must be between 1 and 4096, got 0");
         /// ```
         #[derive(Clone, Debug)]
         pub struct Settings {
-            $( $(#[doc = $doc])+ pub $field: $ty, )*
+            $( $(#[doc = $doc])+ pub(crate) $field: $ty, )*
         }
 
         impl Default for Settings {
@@ -142,11 +143,24 @@ macro_rules! generate_settings {
 
         impl Settings {
             $(
-                #[doc = concat!("Sets the `", stringify!($field), "` field.")]
+                #[doc = concat!(
+                    "Sets `", stringify!($field), "` (read it with [`get_", stringify!($field),
+                    "`](Settings::get_", stringify!($field), "))."
+                )]
                 #[must_use]
                 pub fn $field(mut self, value: $ty) -> Self {
                     self.$field = value;
                     self
+                }
+
+                pastey::paste! {
+                    $(#[doc = $doc])+
+                    #[doc = ""]
+                    #[doc = concat!("Set with [`", stringify!($field), "`](Settings::", stringify!($field), ").")]
+                    #[allow(clippy::clone_on_copy)]
+                    pub fn [<get_ $field>](&self) -> $ty {
+                        self.$field.clone()
+                    }
                 }
             )*
 
@@ -264,7 +278,7 @@ macro_rules! generate_cli {
         /// use vigil::Settings;
         ///
         /// let cli = Cli { threads: Some("3".into()), ..Cli::default() };
-        /// assert_eq!(Settings::try_from(cli).unwrap().threads, 3);
+        /// assert_eq!(Settings::try_from(cli).unwrap().get_threads(), 3);
         /// ```
         #[derive(argh::FromArgs, Debug, Default)]
         #[argh(description = "HTTP/1.1 application server whose watchdog cancels hung requests, \
@@ -544,10 +558,10 @@ impl Settings {
     ///
     /// let env = [("VIGIL_THREADS", "6"), ("VIGIL_TIMEOUT", "5s"), ("PORT", "5000")];
     /// let loaded = Settings::load(&["--threads", "8"], env).unwrap();
-    /// assert_eq!(loaded.settings.threads, 8); // the flag wins over the environment
+    /// assert_eq!(loaded.settings.get_threads(), 8); // the flag wins over the environment
     /// assert_eq!(loaded.origin("threads"), &Origin::Flag("--threads".into()));
-    /// assert_eq!(loaded.settings.timeout, std::time::Duration::from_secs(5));
-    /// assert_eq!(loaded.settings.bind, "0.0.0.0:5000".parse().unwrap());
+    /// assert_eq!(loaded.settings.get_timeout(), std::time::Duration::from_secs(5));
+    /// assert_eq!(loaded.settings.get_bind(), "0.0.0.0:5000".parse().unwrap());
     /// assert_eq!(loaded.origin("bind"), &Origin::Env("PORT".into()));
     /// ```
     pub fn load<K, V>(args: &[&str], env: impl IntoIterator<Item = (K, V)>) -> Result<LoadedSettings, SettingsError>
@@ -624,8 +638,9 @@ impl Settings {
              <!-- Generated by `Settings::docs_markdown()` from the table in src/settings.rs; \
              do not edit. Regenerate with `VIGIL_BLESS=1 cargo test --lib settings`. -->\n\
              \n\
-             Every setting can be given three ways, and has a field of `vigil::Settings` with a \
-             chainable setter of the same name (`Settings::default().threads(8)`):\n\
+             Every setting can be given three ways, and is a setting of `vigil::Settings`, set \
+             with a chainable setter of the same name (`Settings::default().threads(8)`) and read \
+             with its getter (`settings.get_threads()`):\n\
              \n\
              - a **flag** of `vigil`: `--max-body 1m`;\n\
              - an **environment variable**: `VIGIL_MAX_BODY=1m`;\n\

@@ -129,8 +129,10 @@ fn report_that_stops_reporting_is_cut_by_its_stall_timeout() {
     assert!(wait_for(Duration::from_secs(2), || {
         metric(srv.admin(), "vigil_request_timeouts_total{route=\"/report\",reason=\"stall\"}") == 1.0
     }));
-    let logs = srv.logs().join("\n");
-    assert!(logs.contains("paused"), "stage not logged:\n{logs}");
+    // The timeout line goes through the watchdog's offload thread and the log writer: wait for it.
+    let mut seen = Vec::new();
+    let paused = srv.wait_log(&mut seen, Duration::from_secs(5), |l| l.contains("paused"));
+    assert!(paused.is_some(), "stage not logged:\n{}", seen.join("\n"));
 }
 
 #[test]
@@ -200,4 +202,48 @@ fn invalid_flag_value_names_the_flag_and_exits_2() {
     let out = vigil_command().args(["--timeout", "-1s"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--timeout"));
+}
+
+/// The `may` log lines of the binary serving a few connections under `RUST_LOG=rust_log`.
+#[cfg(unix)]
+fn may_lines_under(rust_log: &str) -> Vec<String> {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["--bind", "127.0.0.1:0", "--admin-bind", "off"])
+        .env("RUST_LOG", rust_log)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let addr = line.trim().strip_prefix("listening on http://").expect("address line").parse().unwrap();
+    for _ in 0..3 {
+        assert_eq!(get(addr, "/").status, 200);
+    }
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let lines: Vec<String> = stderr.lines().map_while(Result::ok).collect();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    lines.into_iter().filter(|l| l.contains(" may::")).collect()
+}
+
+#[cfg(unix)]
+#[test]
+fn may_runtime_stays_quiet_at_rust_log_info_unless_named() {
+    if std::env::var("VIGIL_SERVER_CMD").is_ok() {
+        return; // checked on the native binary only
+    }
+    assert_eq!(may_lines_under("info"), Vec::<String>::new());
+    // The filter is what keeps them out: named, may logs its per-connection lines.
+    assert!(!may_lines_under("info,may=info").is_empty(), "may logged nothing even when asked to");
+}
+
+#[test]
+fn report_with_a_count_of_seconds_that_overflows_is_400() {
+    let srv = ServerProc::start(&["--threads", "1"]);
+    let r = get(srv.addr, "/report?secs=1844674407370955162");
+    assert_eq!((r.status, r.text().trim()), (400, "query parameter secs is too large"));
 }

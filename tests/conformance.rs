@@ -495,3 +495,94 @@ fn unknown_route_with_an_unread_body_closes_after_404() {
     assert_closing_error(&mut s, 404);
     srv.stop();
 }
+
+#[test]
+fn content_length_lists_are_refused_even_of_identical_values() {
+    let srv = demo_server(settings());
+    for fields in ["Content-Length: 5,5\r\n", "Content-Length: 5, 5\r\n", "Content-Length: 5\r\nContent-Length: 05\r\n"]
+    {
+        let mut s = connect(srv.local_addr());
+        s.write_all(format!("POST /echo HTTP/1.1\r\nHost: x\r\n{fields}\r\nhello").as_bytes()).unwrap();
+        assert_closing_error(&mut s, 400);
+    }
+    // A repeated field whose text is the same is accepted: whichever a proxy reads, it agrees.
+    let mut s = connect(srv.local_addr());
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello").unwrap();
+    assert_eq!(read_response(&mut s, false).unwrap().text(), "hello");
+}
+
+#[test]
+fn a_refused_head_request_gets_its_error_without_a_body() {
+    let srv = demo_server(settings());
+    for raw in [
+        &b"HEAD / HTTP/1.1\r\nHost: x\r\nX-Bad: a\x01b\r\n\r\n"[..],
+        b"HEAD / HTTP/1.1\r\n\r\n",
+        b"\r\nHEAD / HTTP/1.1\r\nHost: x\r\nContent-Length: 1,1\r\n\r\n",
+    ] {
+        let mut s = connect(srv.local_addr());
+        s.write_all(raw).unwrap();
+        let r = read_response(&mut s, true).unwrap();
+        assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(raw));
+        assert!(r.header("content-length").is_some_and(|n| n != "0"), "{r:?}");
+        assert_eq!(r.header("connection"), Some("close"));
+        assert_closed(&mut s); // no body bytes follow the head
+    }
+}
+
+#[test]
+fn http10_keep_alive_is_answered_keep_alive_and_kept_open() {
+    let srv = demo_server(settings());
+    let mut s = connect(srv.local_addr());
+    for _ in 0..2 {
+        s.write_all(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
+        let r = read_response(&mut s, false).unwrap();
+        assert_eq!((r.status, r.header("connection")), (200, Some("keep-alive")), "{r:?}");
+    }
+    // Without the option a 1.0 connection closes after its answer, saying so.
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let r = read_response(&mut s, false).unwrap();
+    assert_eq!(r.header("connection"), Some("close"));
+    assert_closed(&mut s);
+}
+
+#[test]
+fn options_asterisk_lists_the_servers_methods_and_other_methods_may_not_use_it() {
+    let srv = demo_server(settings());
+    let mut s = connect(srv.local_addr());
+    s.write_all(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let r = read_response(&mut s, false).unwrap();
+    assert_eq!((r.status, r.header("content-length")), (200, Some("0")), "{r:?}");
+    let allow: Vec<&str> = r.header("allow").unwrap().split(", ").collect();
+    for m in ["GET", "HEAD", "POST", "OPTIONS"] {
+        assert!(allow.contains(&m), "{allow:?}");
+    }
+    // The connection stays usable.
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut s, false).unwrap().status, 200);
+    for method in ["GET", "HEAD", "POST"] {
+        let mut s = connect(srv.local_addr());
+        s.write_all(format!("{method} * HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
+        let r = read_response(&mut s, true).unwrap();
+        assert_eq!(r.status, 400, "{method} *");
+    }
+}
+
+#[test]
+fn every_framing_refusal_counts_as_bad_request_whatever_its_status() {
+    let srv = demo_server(settings().max_body(16));
+    let cases: [(&[u8], u16); 7] = [
+        (b"GET / HTTP/1.1\r\n\r\n", 400),
+        (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 99\r\n\r\n", 413),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nExpect: something\r\n\r\n", 417),
+        (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+        (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+        (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
+        (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n", 413),
+    ];
+    for (raw, status) in cases {
+        let mut s = connect(srv.local_addr());
+        s.write_all(raw).unwrap();
+        assert_eq!(read_response(&mut s, false).unwrap().status, status, "{}", String::from_utf8_lossy(raw));
+    }
+    assert_eq!(common::metric(&srv, "vigil_rejected_total{reason=\"bad_request\"}"), cases.len() as f64);
+}

@@ -9,7 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use vigil::{App, Ctx, Error, Request, Response, RouteOptions};
+use vigil::{App, Ctx, Error, Request, Response, RouteOptions, Server};
 
 #[test]
 fn hung_handler_gets_504_and_thread_is_replaced() {
@@ -223,8 +223,12 @@ fn readiness_fails_while_draining() {
     let req = thread::spawn(move || get(addr, "/slow"));
     assert!(wait_for(Duration::from_secs(5), || metric(admin, "vigil_worker_threads_busy") == 1.0));
     srv.shutdown();
-    let r = get(admin, "/readyz");
-    assert_eq!(r.status, 503);
+    // The drain starts on the server's lifecycle thread, a moment after `shutdown` returns.
+    let mut r = get(admin, "/readyz");
+    assert!(wait_for(Duration::from_secs(5), || {
+        r = get(admin, "/readyz");
+        r.status == 503
+    }));
     assert!(r.text().contains("draining"));
     assert_eq!(req.join().unwrap().status, 200);
     srv.wait();
@@ -365,4 +369,41 @@ fn json_bodies_in_and_out_with_415_and_400_for_what_is_not_json() {
     assert_eq!(bad.status, 400);
     assert!(bad.text().contains("invalid type") && bad.text().contains("column"), "{}", bad.text());
     srv.stop();
+}
+
+#[test]
+fn start_failures_are_typed_and_name_what_failed() {
+    use vigil::StartError;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = taken.local_addr().unwrap();
+    match Server::start(settings().bind(at), App::new()) {
+        Err(StartError::Bind { addr, source }) => {
+            assert_eq!((addr, source.kind()), (at, std::io::ErrorKind::AddrInUse));
+        }
+        other => panic!("expected Bind, got {:?}", other.map(|h| h.local_addr())),
+    }
+    match Server::start(settings().admin_bind(Some(at)), App::new()) {
+        Err(e @ StartError::AdminBind { .. }) => assert!(e.to_string().contains(&at.to_string()), "{e}"),
+        other => panic!("expected AdminBind, got {:?}", other.map(|h| h.local_addr())),
+    }
+    match Server::start(settings().threads(0), App::new()) {
+        Err(StartError::InvalidSettings(e)) => assert_eq!(e.setting(), Some("threads")),
+        other => panic!("expected InvalidSettings, got {:?}", other.map(|h| h.local_addr())),
+    }
+    let io: std::io::Error = Server::start(settings().threads(0), App::new()).err().unwrap().into();
+    assert_eq!(io.kind(), std::io::ErrorKind::InvalidInput);
+}
+
+#[test]
+fn dropping_the_handle_drains_the_server_and_waits_for_it() {
+    let srv = demo_server(settings());
+    let addr = srv.local_addr();
+    let req = common::spawn_get_with_id(addr, "/sleep?ms=300", "drop-1");
+    assert!(wait_for(Duration::from_secs(5), || metric(&srv, "vigil_worker_threads_busy") == 1.0));
+    drop(srv); // the drain lets the request in flight finish, then the server stops
+    assert_eq!(req.join().unwrap().unwrap().status, 200);
+    assert!(
+        wait_for(Duration::from_secs(3), || std::net::TcpStream::connect(addr).is_err()),
+        "still accepting after the handle was dropped"
+    );
 }

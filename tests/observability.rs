@@ -514,3 +514,28 @@ fn dashboard_in_headless_chromium_shows_the_pool_and_the_inflight_report() {
     assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000, "{} bytes", bytes.len());
     println!("dashboard screenshot: {}", png.display());
 }
+
+#[test]
+fn two_clients_sharing_an_x_request_id_keep_their_own_timeout_records_and_outcomes() {
+    // Records are keyed by a server-unique number; the client's id is only echoed. The spin is
+    // recorded first and abandoned last: matching outcomes by id would mark the newer record.
+    let srv = ServerProc::start(&["--threads", "2", "--timeout", "0.5", "--cancel-grace", "0.3"]);
+    let spin = spawn_get_with_id(srv.addr, "/spin?ms=1500", "dup-1");
+    assert!(wait_for(Duration::from_secs(5), || request_row(&srv, "dup-1").is_some_and(|r| r["state"] == "running")));
+    let coop = spawn_get_with_id(srv.addr, "/cooperative-spin", "dup-1");
+    let (spin, coop) = (spin.join().unwrap().unwrap(), coop.join().unwrap().unwrap());
+    assert_eq!((spin.status, coop.status), (504, 504));
+    assert_eq!((spin.header("x-request-id"), coop.header("x-request-id")), (Some("dup-1"), Some("dup-1")));
+    let outcome_of = |path: &str| -> Option<String> {
+        let t = admin_json(&srv, "/timeouts");
+        let rows: Vec<&Value> = t.as_array().unwrap().iter().filter(|t| t["id"] == "dup-1").collect();
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        rows.iter().find(|t| t["path"] == path).map(|t| t["outcome"].as_str().unwrap().to_string())
+    };
+    assert!(
+        wait_for(Duration::from_secs(5), || outcome_of("/spin").as_deref() == Some("abandoned")),
+        "{:?}",
+        outcome_of("/spin")
+    );
+    assert_eq!(outcome_of("/cooperative-spin").as_deref(), Some("honored"));
+}

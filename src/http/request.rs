@@ -77,12 +77,26 @@ impl Request {
         self.params.iter().find(|(k, _)| &**k == name).map(|(_, v)| &**v)
     }
 
-    /// The first value of header `name` (case-insensitive), if present and valid UTF-8.
+    /// The first value of header `name` (case-insensitive), if present and valid UTF-8
+    /// (`None` for a value that is not: see [`header_bytes`](Request::header_bytes)).
+    ///
+    /// ```
+    /// let req = vigil::Request::builder("GET", "/").header("X-Name", "Zoë").build();
+    /// assert_eq!(req.header("x-name"), Some("Zoë"));
+    /// assert_eq!(req.header("x-missing"), None);
+    /// ```
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+        std::str::from_utf8(self.header_bytes(name)?).ok()
     }
 
-    /// All header fields in the order received, as (name, value).
+    /// The first value of header `name` (case-insensitive) as sent, whatever its encoding
+    /// (header values may hold obs-text bytes, e.g. Latin-1).
+    pub fn header_bytes(&self, name: &str) -> Option<&[u8]> {
+        self.head.header(&self.raw, name)
+    }
+
+    /// All header fields in the order received, as (name, value). A value that is not valid
+    /// UTF-8 reads as `""` here; [`header_bytes`](Request::header_bytes) has its bytes.
     pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
         self.head.headers.iter().map(move |&(k, v)| (self.text(k), self.text(v)))
     }
@@ -136,7 +150,13 @@ impl Request {
 
     /// Starts a request for tests and examples that call handlers without a socket.
     pub fn builder(method: &str, target: &str) -> RequestBuilder {
-        RequestBuilder { method: method.into(), target: target.into(), headers: Vec::new(), body: Vec::new() }
+        RequestBuilder {
+            method: method.into(),
+            target: target.into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            params: Vec::new(),
+        }
     }
 }
 
@@ -186,17 +206,29 @@ impl std::fmt::Display for JsonError {
 #[cfg(feature = "json")]
 impl std::error::Error for JsonError {}
 
-/// Builds a [`Request`] without a socket, for handler tests.
+/// Builds a [`Request`] without a socket, for handler tests: call the handler with it and a
+/// [`Ctx::detached`](crate::Ctx::detached), or hand it to [`App::call`](crate::App::call), which
+/// routes it (and fills in the route's parameters) the way the server does.
 ///
 /// ```
-/// let req = vigil::Request::builder("POST", "/echo").body("hi").build();
-/// assert_eq!(req.body(), b"hi");
+/// use vigil::{Ctx, Request, Response};
+///
+/// fn item(req: &Request, _ctx: &Ctx) -> Response {
+///     Response::text(format!("item {}", req.param("id").unwrap_or("?")))
+/// }
+/// let req = Request::builder("GET", "/items/7").param("id", "7").build();
+/// let ctx = Ctx::detached(std::time::Duration::from_secs(1));
+/// assert_eq!(item(&req, &ctx).body(), b"item 7");
+///
+/// let post = Request::builder("POST", "/echo").body("hi").build();
+/// assert_eq!(post.body(), b"hi");
 /// ```
 pub struct RequestBuilder {
     method: String,
     target: String,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
+    params: Vec<(Box<str>, Box<str>)>,
 }
 
 impl RequestBuilder {
@@ -212,6 +244,13 @@ impl RequestBuilder {
         self
     }
 
+    /// Sets a route parameter, as a route pattern such as `/items/:id` would capture it
+    /// ([`Request::param`]). [`App::call`](crate::App::call) sets them from the pattern itself.
+    pub fn param(mut self, name: &str, value: &str) -> Self {
+        self.params.push((name.into(), value.into()));
+        self
+    }
+
     /// Builds the request (panics if the method, target or headers are not valid HTTP).
     pub fn build(self) -> Request {
         let mut raw = format!("{} {} HTTP/1.1\r\nHost: test\r\n", self.method, self.target);
@@ -222,7 +261,15 @@ impl RequestBuilder {
         let head = super::parse::parse_head(raw.as_bytes(), &super::parse::Limits::default())
             .expect("valid request")
             .expect("complete head");
-        Request::new(raw.into_bytes().into_boxed_slice(), head, self.body, ([127, 0, 0, 1], 0).into(), "test".into())
+        let mut req = Request::new(
+            raw.into_bytes().into_boxed_slice(),
+            head,
+            self.body,
+            ([127, 0, 0, 1], 0).into(),
+            "test".into(),
+        );
+        req.set_params(self.params);
+        req
     }
 }
 
@@ -263,6 +310,22 @@ mod tests {
         assert_eq!(r.query_param("bad").as_deref(), Some("%zz"));
         assert_eq!(r.query_param("end").as_deref(), Some("%4"));
         assert_eq!(r.query_param("missing"), None);
+    }
+
+    #[test]
+    fn a_header_value_that_is_not_utf8_is_none_but_its_bytes_are_there() {
+        let raw = b"GET / HTTP/1.1\r\nHost: x\r\nX-Latin: caf\xe9\r\n\r\n".to_vec();
+        let head = crate::http::parse::parse_head(&raw, &Default::default()).unwrap().unwrap();
+        let r = Request::new(raw.into_boxed_slice(), head, Vec::new(), ([127, 0, 0, 1], 0).into(), "t".into());
+        assert_eq!(r.header("x-latin"), None);
+        assert_eq!(r.header_bytes("X-LATIN"), Some(&b"caf\xe9"[..]));
+        assert_eq!(r.header("host"), Some("x"));
+    }
+
+    #[test]
+    fn builder_params_are_what_param_reads() {
+        let r = Request::builder("GET", "/items/7/files/a/b").param("id", "7").param("rest", "a/b").build();
+        assert_eq!((r.param("id"), r.param("rest"), r.param("x")), (Some("7"), Some("a/b"), None));
     }
 
     #[test]

@@ -6,8 +6,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// An HTTP response: status, header fields and a body.
 ///
-/// `Content-Length`, `Date` and `Connection` are written by the server; setting them here has no
-/// effect.
+/// `Content-Length`, `Date`, `Connection`, `Transfer-Encoding` and `X-Request-Id` are written by
+/// the server; setting them here has no effect.
+///
+/// [`with_header`](Response::with_header) sets a field (replacing one of the same name);
+/// [`append_header`](Response::append_header) adds one more, for fields that may repeat, such
+/// as `Set-Cookie`.
 ///
 /// ```
 /// use vigil::Response;
@@ -16,18 +20,23 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// assert_eq!(r.body(), b"hello");
 /// let j = Response::json_str(r#"{"ok":true}"#);
 /// assert_eq!(j.header("content-type"), Some("application/json"));
+/// let c = Response::text("hi").append_header("Set-Cookie", "a=1").append_header("Set-Cookie", "b=2");
+/// assert_eq!(c.headers_named("set-cookie").collect::<Vec<_>>(), ["a=1", "b=2"]);
 /// ```
 #[derive(Clone, Debug)]
 pub struct Response {
     status: u16,
     headers: Vec<(Cow<'static, str>, Cow<'static, str>)>,
     body: Cow<'static, [u8]>,
+    /// Why a handler's error became this response, for the log only (never sent): see
+    /// `Error::internal`.
+    cause: Option<Box<str>>,
 }
 
 impl Response {
     /// An empty response with `status`.
     pub fn new(status: u16) -> Self {
-        Response { status, headers: Vec::new(), body: Cow::Borrowed(b"") }
+        Response { status, headers: Vec::new(), body: Cow::Borrowed(b""), cause: None }
     }
 
     /// `200 OK` with a `text/plain; charset=utf-8` body.
@@ -40,6 +49,7 @@ impl Response {
             status: 200,
             headers: vec![(Cow::Borrowed("Content-Type"), Cow::Borrowed("text/plain; charset=utf-8"))],
             body,
+            cause: None,
         }
     }
 
@@ -69,7 +79,7 @@ impl Response {
 
     /// `200 OK` with raw bytes and no content type.
     pub fn bytes(body: impl Into<Cow<'static, [u8]>>) -> Self {
-        Response { status: 200, headers: Vec::new(), body: body.into() }
+        Response { status: 200, headers: Vec::new(), body: body.into(), cause: None }
     }
 
     /// Replaces the status.
@@ -78,11 +88,27 @@ impl Response {
         self
     }
 
-    /// Sets a header, replacing any field of the same name (case-insensitive).
+    /// Sets a header, replacing any field of the same name (case-insensitive). For a field that
+    /// may appear more than once (`Set-Cookie`), use [`append_header`](Response::append_header).
     pub fn with_header(mut self, name: impl Into<Cow<'static, str>>, value: impl Into<Cow<'static, str>>) -> Self {
         let name = name.into();
         self.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(&name));
         self.headers.push((name, value.into()));
+        self
+    }
+
+    /// Adds a header field, keeping any of the same name: each is sent on its own line, in the
+    /// order added (`Set-Cookie` must never be combined into one line, RFC 6265 §3).
+    ///
+    /// ```
+    /// let r = vigil::Response::text("ok")
+    ///     .append_header("Set-Cookie", "session=abc; HttpOnly")
+    ///     .append_header("Set-Cookie", "theme=dark");
+    /// assert_eq!(r.headers_named("Set-Cookie").count(), 2);
+    /// assert_eq!(r.header("set-cookie"), Some("session=abc; HttpOnly")); // the first
+    /// ```
+    pub fn append_header(mut self, name: impl Into<Cow<'static, str>>, value: impl Into<Cow<'static, str>>) -> Self {
+        self.headers.push((name.into(), value.into()));
         self
     }
 
@@ -96,6 +122,11 @@ impl Response {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| &**v)
     }
 
+    /// Every value of header `name` (case-insensitive), in the order added.
+    pub fn headers_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers.iter().filter(move |(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| &**v)
+    }
+
     /// The body bytes.
     pub fn body(&self) -> &[u8] {
         &self.body
@@ -107,6 +138,17 @@ impl Response {
         body.push_str(message);
         body.push('\n');
         Response::text(body).with_status(status)
+    }
+
+    /// Attaches the cause of an internal error, to be logged (never sent).
+    pub(crate) fn with_cause(mut self, cause: Option<Box<str>>) -> Self {
+        self.cause = cause;
+        self
+    }
+
+    /// Takes the cause of an internal error out, for the log.
+    pub(crate) fn take_cause(&mut self) -> Option<Box<str>> {
+        self.cause.take()
     }
 }
 
@@ -157,6 +199,9 @@ pub(crate) struct Framing<'a> {
     pub head_only: bool,
     /// Whether to send `Connection: close`.
     pub close: bool,
+    /// An HTTP/1.0 request: a connection kept open says `Connection: keep-alive` (RFC 9112
+    /// §9.3, Appendix C.2.2), or a 1.0 client closes it anyway.
+    pub http10: bool,
     /// The request id to echo, if any.
     pub request_id: Option<&'a str>,
 }
@@ -178,6 +223,8 @@ pub(crate) fn encode(resp: &Response, f: &Framing<'_>, out: &mut Vec<u8>) {
     }
     if f.close {
         out.extend_from_slice(b"\r\nConnection: close");
+    } else if f.http10 {
+        out.extend_from_slice(b"\r\nConnection: keep-alive");
     }
     if let Some(id) = f.request_id {
         out.extend_from_slice(b"\r\nX-Request-Id: ");
@@ -238,7 +285,7 @@ mod tests {
 
     fn enc(r: &Response, head_only: bool, close: bool) -> String {
         let mut out = Vec::new();
-        encode(r, &Framing { head_only, close, request_id: Some("abc") }, &mut out);
+        encode(r, &Framing { head_only, close, http10: false, request_id: Some("abc") }, &mut out);
         String::from_utf8(out).unwrap()
     }
 
@@ -264,6 +311,34 @@ mod tests {
     fn no_content_has_no_length() {
         let s = enc(&Response::new(204), false, false);
         assert!(!s.contains("Content-Length"));
+    }
+
+    #[test]
+    fn http10_keep_alive_is_said_and_close_wins() {
+        let mut out = Vec::new();
+        encode(
+            &Response::text("x"),
+            &Framing { head_only: false, close: false, http10: true, request_id: None },
+            &mut out,
+        );
+        assert!(String::from_utf8_lossy(&out).contains("\r\nConnection: keep-alive\r\n"));
+        out.clear();
+        encode(
+            &Response::text("x"),
+            &Framing { head_only: false, close: true, http10: true, request_id: None },
+            &mut out,
+        );
+        let s = String::from_utf8_lossy(&out);
+        assert!(s.contains("\r\nConnection: close\r\n") && !s.contains("keep-alive"), "{s}");
+    }
+
+    #[test]
+    fn appended_fields_are_each_sent_on_their_own_line() {
+        let r = Response::text("x").append_header("Set-Cookie", "a=1").append_header("set-cookie", "b=2");
+        let s = enc(&r, false, false);
+        assert!(s.contains("\r\nSet-Cookie: a=1\r\nset-cookie: b=2\r\n"), "{s}");
+        let replaced = r.with_header("Set-Cookie", "c=3");
+        assert_eq!(replaced.headers_named("set-cookie").collect::<Vec<_>>(), ["c=3"]);
     }
 
     #[test]

@@ -12,10 +12,9 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::http::request::Request;
-use crate::http::response::Response;
 use crate::platform::PeerProbe;
 use crate::runtime::clock;
-use crate::runtime::reply::ReplySlot;
+use crate::runtime::reply::{Reply, ReplySlot};
 use crate::runtime::routes::{RouteId, RouteInfo};
 use crate::runtime::state::{AtomicEnum, AtomicWorker, PoolSlot, RequestState, TimeoutReason, U8Enum, WorkerId};
 use crate::runtime::token::Token;
@@ -124,12 +123,13 @@ impl Inflight {
         }
     }
 
-    /// A running record with no server behind it, for `Ctx::detached`.
-    pub fn detached(req: Request, timeout: Duration) -> Self {
+    /// A running record of `route` with no server behind it, for `Ctx::detached` and
+    /// `App::call`.
+    pub fn detached(req: Request, route_id: RouteId, timeout: Duration) -> Self {
         let route = RouteInfo { method: "GET".into(), pattern: "".into(), timeout, stall: None };
         let a = Arrival {
             req,
-            route: RouteId::new(0),
+            route: route_id,
             uid: 0,
             seq: 0,
             start_ns: clock::now_ns(),
@@ -208,20 +208,20 @@ impl Inflight {
         self.answered.load(Acquire)
     }
 
-    /// Sends `resp` to the client unless someone already answered. Returns whether it did.
-    pub fn answer(&self, resp: Response) -> bool {
+    /// Hands `reply` to the connection unless someone already answered. Returns whether it did.
+    pub fn answer(&self, reply: Reply) -> bool {
         if self.answered.compare_exchange(false, true, AcqRel, Acquire).is_err() {
             return false;
         }
         if let Some(slot) = &self.reply {
-            slot.put(self.seq, resp);
+            slot.put(self.seq, reply);
         }
         true
     }
 
-    /// Marks the client as gone; `true` the first time (so it is logged once).
-    pub fn mark_client_gone(&self) -> bool {
-        !self.client_gone.swap(true, AcqRel)
+    /// Marks the client as gone (the watchdog, when it cancels the request for it).
+    pub fn mark_client_gone(&self) {
+        self.client_gone.store(true, Release);
     }
 
     pub fn client_gone(&self) -> bool {
@@ -249,6 +249,7 @@ impl Inflight {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::response::Response;
 
     pub(crate) fn record(timeout: Duration) -> Inflight {
         let route = RouteInfo { method: "GET".into(), pattern: "/t".into(), timeout, stall: None };
@@ -295,8 +296,8 @@ mod tests {
     #[test]
     fn only_the_first_answer_counts() {
         let r = record(Duration::from_secs(1));
-        assert!(r.answer(Response::text("a")));
-        assert!(!r.answer(Response::text("b")));
+        assert!(r.answer(Reply::Send(Response::text("a"), crate::runtime::refusal::Source::Handler)));
+        assert!(!r.answer(Reply::ClientGone));
         assert!(r.is_answered());
     }
 

@@ -30,7 +30,8 @@ use log::{debug, error, info, warn};
 use crate::http::response::Response;
 use crate::runtime::clock;
 use crate::runtime::inflight::Inflight;
-use crate::runtime::refusal::Refusal;
+use crate::runtime::refusal::{Refusal, Source};
+use crate::runtime::reply::Reply;
 use crate::runtime::routes::RouteTable;
 use crate::runtime::state::{PoolSlot, RequestState, WorkerId};
 
@@ -405,7 +406,7 @@ impl Pool {
                 self.rejoin_or_exit(id, job)
             }
             _ => {
-                job.answer(resp);
+                job.answer(Reply::Send(resp, Source::Handler));
                 self.busy.fetch_sub(1, AcqRel);
                 After::Serve
             }

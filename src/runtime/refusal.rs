@@ -4,6 +4,43 @@
 use crate::http::response::Response;
 use crate::runtime::state::TimeoutReason;
 
+/// Who produced the answer to a request: the `source` of its access-log line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// The route's handler (a panic's 500 included).
+    Handler,
+    /// The router: 404, 405, `OPTIONS *`.
+    Router,
+    /// The parser: a framing error (400, 413, 414, 417, 431, 501, 505).
+    Parser,
+    /// The connection's read timeouts: 408.
+    ReadTimeout,
+    /// The watchdog: 504 at a deadline or stall, 503 for a request queued past its deadline.
+    Watchdog,
+    /// The drain: 503 to new requests, 504 to what outlived `--graceful-timeout`.
+    Drain,
+    /// Overload: 503 for a full queue or beyond `--max-connections`.
+    Overload,
+    /// The client went away before its answer: nothing is sent (499 in the log and metrics).
+    Client,
+}
+
+impl Source {
+    /// The name in the access log.
+    pub fn label(self) -> &'static str {
+        match self {
+            Source::Handler => "handler",
+            Source::Router => "router",
+            Source::Parser => "parser",
+            Source::ReadTimeout => "read_timeout",
+            Source::Watchdog => "watchdog",
+            Source::Drain => "drain",
+            Source::Overload => "overload",
+            Source::Client => "client",
+        }
+    }
+}
+
 /// A request the server answers itself because it would not, or could no longer, run its
 /// handler to completion.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +84,18 @@ impl Refusal {
             Refusal::QueueFull | Refusal::Draining | Refusal::TooManyConnections | Refusal::QueuedPastDeadline => 503,
             Refusal::UpstreamDeadline | Refusal::Timeout | Refusal::Stall | Refusal::ShutdownCancelled => 504,
             Refusal::Panic => 500,
+        }
+    }
+
+    /// Who answers it (the access log's `source`).
+    pub fn source(self) -> Source {
+        match self {
+            Refusal::QueueFull | Refusal::TooManyConnections => Source::Overload,
+            Refusal::Draining | Refusal::ShutdownCancelled => Source::Drain,
+            Refusal::QueuedPastDeadline | Refusal::UpstreamDeadline | Refusal::Timeout | Refusal::Stall => {
+                Source::Watchdog
+            }
+            Refusal::Panic => Source::Handler,
         }
     }
 

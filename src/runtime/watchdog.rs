@@ -40,6 +40,7 @@ use crate::runtime::notify::{Message, Supervisor};
 use crate::runtime::offload::Offload;
 use crate::runtime::pool::{Pool, SpawnReason};
 use crate::runtime::refusal::Refusal;
+use crate::runtime::reply::{Reply, CLIENT_CLOSED_REQUEST};
 use crate::runtime::routes::{RouteId, RouteTable};
 use crate::runtime::state::{Outcome, RequestState, TimeoutReason, WorkerId};
 
@@ -268,7 +269,11 @@ impl Watchdog {
                     }
                 }
                 Action::Abandon => self.abandon(&r, now, draining),
-                Action::ProbePeer => self.probe(&r),
+                Action::ProbePeer => {
+                    if self.probe(&r, now, draining) {
+                        sweep.watched.push(r);
+                    }
+                }
             }
         }
         self.follow_outcomes(sweep);
@@ -333,7 +338,7 @@ impl Watchdog {
             Refusal::QueuedPastDeadline if r.upstream_deadline => Refusal::UpstreamDeadline,
             other => other,
         };
-        r.answer(refusal.response());
+        r.answer(refusal.into());
         let rec = self.record_timeout(r, reason, now, Outcome::NotRun);
         self.offload.log(move || {
             warn!(
@@ -358,7 +363,7 @@ impl Watchdog {
         r.cancel_ns.store(now, Release);
         r.set_timeout_reason(reason);
         self.count_timeout(r.route, reason);
-        r.answer(Refusal::for_timeout(reason, false).response());
+        r.answer(Refusal::for_timeout(reason, false).into());
         self.offload.run_callbacks(r.token.fire());
         let rec = self.record_timeout(r, reason, now, Outcome::Pending);
         self.offload.log(move || {
@@ -425,28 +430,44 @@ impl Watchdog {
         }
     }
 
-    /// Fires the token of a running request whose client has gone away (like Go's request
-    /// context). Logged once per request.
-    fn probe(&self, r: &Inflight) {
-        let Some(peer) = &r.peer else { return };
+    /// Cancels a running request whose client has gone away (like Go's request context; nginx
+    /// logs such a request as 499): `Running → Cancelling`, the connection is told to send
+    /// nothing (`Reply::ClientGone`: it logs and counts 499 and closes), the token is fired and,
+    /// outside a drain, the thread gets a stand-in, as for a timeout; then the grace period and
+    /// the outcome (honored or abandoned) follow as for a timeout. It is counted as a client
+    /// disconnect, not a timeout. Returns whether it cancelled the request.
+    ///
+    /// "Gone" is what the probe can see: a reset, or the client's FIN. A half-close
+    /// (`shutdown(SHUT_WR)`) after the request looks exactly like a close until the server
+    /// writes, so it counts as the client leaving too (README, "Clients that go away").
+    fn probe(&self, r: &Inflight, now: u64, draining: bool) -> bool {
+        let Some(peer) = &r.peer else { return false };
         if r.is_answered() || !peer.is_gone() {
-            return;
+            return false;
         }
         // Answered meanwhile? Then the connection may have closed its socket and the descriptor
-        // been reused: the probe said nothing about this request's client.
-        if r.is_answered() || !r.mark_client_gone() {
-            return;
+        // been reused: the probe said nothing about this request's client. The state's CAS
+        // settles it: a handler that returned (or a timeout) got there first.
+        if r.is_answered() || !r.transition(RequestState::Running, RequestState::Cancelling) {
+            return false;
         }
+        r.cancel_ns.store(now, Release);
+        r.mark_client_gone();
         self.clients_gone_total.fetch_add(1, Relaxed);
+        r.answer(Reply::ClientGone);
         self.offload.run_callbacks(r.token.fire());
         let (id, route) = (r.req.id().to_string(), self.routes.label(Some(r.route)).to_string());
         self.offload.log(move || {
             info!(
                 target: "vigil::watchdog",
-                event = "client_gone", id = id.as_str(), route = route.as_str();
-                "client of id={id} route={route} went away; cancelling its handler"
+                event = "client_gone", id = id.as_str(), route = route.as_str(), status = CLIENT_CLOSED_REQUEST;
+                "client of id={id} route={route} went away; cancelling its handler (logged as 499, nothing sent)"
             )
         });
+        if !draining && self.pool.detach(r) {
+            self.start_stand_in(r);
+        }
+        true
     }
 
     /// Learns what became of the requests it cancelled: honored (returned within the grace

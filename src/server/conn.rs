@@ -7,7 +7,9 @@
 //!
 //! Every failure that can still be answered is answered (a 4xx/5xx with a short body and
 //! `Connection: close`); the connection then closes gracefully (write side first, then the rest
-//! of the client's bytes are drained for a moment) so the answer is not lost to a reset.
+//! of the client's bytes are drained for a moment) so the answer is not lost to a reset. Every
+//! answer, and every request whose client went away before it (499, nothing sent), gets an
+//! access line (`server::access`) when `--access-log` is on.
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -15,11 +17,11 @@ use std::sync::atomic::Ordering::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::{debug, warn};
 use may::net::TcpStream;
 
 use crate::app::Routed;
-use crate::http::parse::{parse_head, ChunkedDecoder, Framing as BodyFraming, Head, ParseError, Span};
+use crate::http::parse::{parse_head, ChunkedDecoder, Framing as BodyFraming, Head, ParseError, Span, Version};
 use crate::http::request::Request;
 use crate::http::response::{encode, Framing, Response};
 use crate::metrics::Rejected;
@@ -27,10 +29,11 @@ use crate::platform::PeerProbe;
 use crate::runtime::clock;
 use crate::runtime::inflight::{Arrival, Inflight};
 use crate::runtime::pool::SubmitError;
-use crate::runtime::refusal::Refusal;
-use crate::runtime::reply::ReplySlot;
+use crate::runtime::refusal::{Refusal, Source};
+use crate::runtime::reply::{Reply, ReplySlot, CLIENT_CLOSED_REQUEST};
 use crate::runtime::routes::RouteId;
 use crate::runtime::state::RequestState;
+use crate::server::access::{self, AccessLine};
 use crate::server::connections::ConnSlot;
 use crate::server::lifecycle::Phase;
 use crate::server::shared::Shared;
@@ -55,14 +58,71 @@ const LINGER: Duration = Duration::from_millis(500);
 enum Stop {
     /// Closed by the peer, idle timeout, or an I/O error: nothing to answer.
     Quiet,
-    /// Answer with this status and message, then close.
-    Answer(u16, &'static str),
+    /// What the client sent is refused: answer with the fault's status, then close.
+    Refuse(Fault),
+    /// The client went away before its answer (its 499 is logged): close without a word.
+    Gone,
+}
+
+/// What the server refuses in the bytes a client sent.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// A framing error, with the parser's status (400, 413, 414, 417, 431, 501, 505).
+    Framing(ParseError),
+    /// The head did not arrive within `--header-timeout` (408).
+    HeadTimeout,
+    /// The body did not arrive within `--body-timeout` (408).
+    BodyTimeout,
+}
+
+impl Fault {
+    fn status(self) -> u16 {
+        match self {
+            Fault::Framing(e) => e.status(),
+            Fault::HeadTimeout | Fault::BodyTimeout => 408,
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Fault::Framing(e) => e.message(),
+            Fault::HeadTimeout => "timed out reading the request head",
+            Fault::BodyTimeout => "timed out reading the request body",
+        }
+    }
+
+    /// The `vigil_rejected_total` reason: every framing error is a bad request, whatever its
+    /// status.
+    fn rejected(self) -> Rejected {
+        match self {
+            Fault::Framing(_) => Rejected::BadRequest,
+            Fault::HeadTimeout | Fault::BodyTimeout => Rejected::Timeout,
+        }
+    }
+
+    fn source(self) -> Source {
+        match self {
+            Fault::Framing(_) => Source::Parser,
+            Fault::HeadTimeout | Fault::BodyTimeout => Source::ReadTimeout,
+        }
+    }
 }
 
 impl From<ParseError> for Stop {
     fn from(e: ParseError) -> Self {
-        Stop::Answer(e.status(), e.message())
+        Stop::Refuse(Fault::Framing(e))
     }
+}
+
+/// What is known of a request whose head was read, for an answer given without its handler
+/// (router, drain, a body refused) and its access line.
+struct Seen<'a> {
+    method: &'a str,
+    path: &'a str,
+    id: &'a str,
+    head_only: bool,
+    /// When the head had been read (clock ns).
+    t0: u64,
 }
 
 struct Conn<'a> {
@@ -115,7 +175,8 @@ pub(crate) fn serve(stream: TcpStream, peer: SocketAddr, slot: Arc<ConnSlot>, sh
     };
     match c.run() {
         Stop::Quiet => {}
-        Stop::Answer(status, msg) => c.fail(status, msg),
+        Stop::Refuse(fault) => c.fail(fault, None),
+        Stop::Gone => c.linger_close(),
     }
 }
 
@@ -184,8 +245,7 @@ impl Conn<'_> {
                 Some(t0) => {
                     let left = self.shared.settings.header_timeout.saturating_sub(t0.elapsed());
                     if left.is_zero() {
-                        self.shared.metrics.reject(Rejected::Timeout);
-                        return Err(Stop::Answer(408, "timed out reading the request head"));
+                        return Err(Stop::Refuse(Fault::HeadTimeout));
                     }
                     left
                 }
@@ -197,8 +257,7 @@ impl Conn<'_> {
                     if started.is_none() {
                         return Ok(None);
                     }
-                    self.shared.metrics.reject(Rejected::Timeout);
-                    return Err(Stop::Answer(408, "timed out reading the request head"));
+                    return Err(Stop::Refuse(Fault::HeadTimeout));
                 }
                 Err(e) if e.kind() == io::ErrorKind::OutOfMemory => {
                     return Err(ParseError::HeadTooLarge.into());
@@ -279,29 +338,26 @@ impl Conn<'_> {
             .filter(|v| valid_request_id(v))
             .map(|v| String::from_utf8_lossy(v).into())
             .unwrap_or_else(|| shared.ids.render(uid));
+        let seen = Seen { method, path, id: &request_id, head_only, t0 };
 
         let (route, params) = match shared.app.find(method, path) {
             Routed::Found { route, params } => (route, params),
-            Routed::NotFound => {
-                return self.answer_directly(Response::error(404, "not found"), &head, method, &request_id, false, t0);
-            }
-            Routed::MethodNotAllowed(allow) => {
-                let resp = Response::error(405, "method not allowed").with_header("Allow", allow);
-                return self.answer_directly(resp, &head, method, &request_id, false, t0);
-            }
-            Routed::BadParam => {
-                let resp = Response::error(400, "invalid percent-encoding in the path");
-                return self.answer_directly(resp, &head, method, &request_id, false, t0);
-            }
+            Routed::Answer(resp) => return self.answer_directly(resp, &head, &seen, false, Source::Router),
         };
         if shared.lifecycle.past_graceful_timeout(t0) {
             shared.metrics.reject(Rejected::Draining);
-            return self.answer_directly(Refusal::Draining.response(), &head, method, &request_id, true, t0);
+            return self.answer_directly(Refusal::Draining.response(), &head, &seen, true, Source::Drain);
         }
         let has_body = head.framing != BodyFraming::None;
-        let body = self.read_body(&head)?;
-        let keep_alive = head.keep_alive;
-        let timeout = shared.routes.get(route).timeout;
+        let body = match self.read_body(&head) {
+            Ok(body) => body,
+            Err(Stop::Refuse(fault)) => {
+                self.fail(fault, Some(&seen));
+                return Err(Stop::Quiet);
+            }
+            Err(stop) => return Err(stop),
+        };
+        let keep = (head.keep_alive, head.version == Version::Http10, head_only);
         let seq = self.seq;
         self.seq += 1;
         self.requests += 1;
@@ -312,27 +368,14 @@ impl Conn<'_> {
         if self.flush().is_err() {
             // The client is gone; the watchdog notices it and cancels the handler.
         }
-        let resp = self.wait_reply(seq);
-        let close = !keep_alive
-            || shared.settings.keepalive.is_zero()
-            || shared.lifecycle.is_draining()
-            || resp.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        encode(&resp, &Framing { head_only, close, request_id: Some(job.req.id()) }, &mut self.wbuf);
-        let now = clock::now_ns();
-        let elapsed = Duration::from_nanos(now.saturating_sub(t0));
-        let budget = now.saturating_sub(job.start_ns) as f64 / timeout.as_nanos().max(1) as f64;
-        shared.metrics.response(Some(route), job.req.method(), resp.status(), elapsed, Some(budget));
-        let ran_at = job.run_start_ns.load(Relaxed);
-        if ran_at != 0 {
-            shared.metrics.queue_wait(Duration::from_nanos(ran_at.saturating_sub(job.start_ns)));
-        }
-        self.log_request(&job, resp.status(), elapsed, budget);
-        Ok(!close)
+        let reply = self.wait_reply(seq);
+        self.respond(&job, reply, keep, t0)
     }
 
     /// Wraps the request in its in-flight record and queues it (or answers it 503 when the queue
-    /// is full). Out of line, so that the record's construction does not add to the stack frame
-    /// the connection keeps while it waits (ARCHITECTURE.md, memory of an idle connection).
+    /// is full). Out of line, like [`respond`](Conn::respond), so that the record's construction
+    /// does not add to the stack frame the connection keeps while it waits (ARCHITECTURE.md,
+    /// memory of an idle connection).
     #[inline(never)]
     fn enqueue(
         &mut self,
@@ -364,17 +407,66 @@ impl Conn<'_> {
         job
     }
 
+    /// Encodes the answer to `job` (or, for a client that went away, nothing), counts it and
+    /// logs it. `keep`: the request's keep-alive, HTTP/1.0 and HEAD flags.
+    #[inline(never)]
+    fn respond(&mut self, job: &Inflight, reply: Reply, keep: (bool, bool, bool), t0: u64) -> Result<bool, Stop> {
+        let shared = self.shared;
+        let (keep_alive, http10, head_only) = keep;
+        let (resp, source) = match reply {
+            Reply::Send(resp, source) => (resp, source),
+            Reply::ClientGone => return Err(self.client_gone(job, t0)),
+        };
+        let close = !keep_alive
+            || shared.settings.keepalive.is_zero()
+            || shared.lifecycle.is_draining()
+            || resp.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        encode(&resp, &Framing { head_only, close, http10, request_id: Some(job.req.id()) }, &mut self.wbuf);
+        let now = clock::now_ns();
+        let elapsed = Duration::from_nanos(now.saturating_sub(t0));
+        let timeout = shared.routes.get(job.route).timeout;
+        let budget = now.saturating_sub(job.start_ns) as f64 / timeout.as_nanos().max(1) as f64;
+        shared.metrics.response(Some(job.route), job.req.method(), resp.status(), elapsed, Some(budget));
+        let ran_at = job.run_start_ns.load(Relaxed);
+        if ran_at != 0 {
+            shared.metrics.queue_wait(Duration::from_nanos(ran_at.saturating_sub(job.start_ns)));
+        }
+        if budget >= 0.8 || access::enabled(&shared.settings) {
+            self.log_request(job, resp.status(), source, elapsed, budget);
+        }
+        Ok(!close)
+    }
+
+    /// The watchdog found the client gone and cancelled the handler: nothing is sent; the
+    /// request is logged and counted as 499, and the connection closes.
+    #[inline(never)]
+    fn client_gone(&self, job: &Inflight, t0: u64) -> Stop {
+        let s = self.shared;
+        let now = clock::now_ns();
+        let elapsed = Duration::from_nanos(now.saturating_sub(t0));
+        let info = s.routes.get(job.route);
+        let budget = now.saturating_sub(job.start_ns) as f64 / info.timeout.as_nanos().max(1) as f64;
+        s.metrics.response(Some(job.route), job.req.method(), CLIENT_CLOSED_REQUEST, elapsed, Some(budget));
+        debug!("{}: client of id={} went away before its answer (499); closing", self.peer, job.req.id());
+        if access::enabled(&s.settings) {
+            self.log_request(job, CLIENT_CLOSED_REQUEST, Source::Client, elapsed, budget);
+        }
+        Stop::Gone
+    }
+
     /// Waits for the answer to request `seq`.
-    fn wait_reply(&mut self, seq: u64) -> Response {
+    fn wait_reply(&mut self, seq: u64) -> Reply {
         self.reply.as_ref().expect("reply slot").wait(seq)
     }
 
+    /// The access line of a request that reached the pool, and the warning for one that used
+    /// 80 % or more of its budget.
     #[inline(never)]
-    fn log_request(&self, job: &Inflight, status: u16, elapsed: Duration, budget: f64) {
+    fn log_request(&self, job: &Inflight, status: u16, source: Source, elapsed: Duration, budget: f64) {
         let s = &self.shared;
         let info = s.routes.get(job.route);
         let route = &*info.pattern;
-        if budget >= 0.8 && status != 504 && status != 503 {
+        if budget >= 0.8 && source == Source::Handler {
             let budget_seconds = info.timeout.as_secs_f64();
             warn!(
                 event = "budget_warning", id = job.req.id(), route = route, used = budget, budget_seconds = budget_seconds;
@@ -385,39 +477,35 @@ impl Conn<'_> {
                 budget_seconds
             );
         }
-        if s.settings.access_log {
-            let worker = job.worker.load(Relaxed).map_or_else(|| "-".to_string(), |w| w.to_string());
-            info!(
-                target: "vigil::access",
-                event = "access", peer:% = self.peer.ip(), method = job.req.method(), path = job.req.path(),
-                route = route, status = status, duration = elapsed.as_secs_f64(), budget = budget,
-                id = job.req.id(), worker = worker.as_str();
-                "{} {} {} route={} status={} duration={:.6}s budget={:.3} id={} thread={}",
-                self.peer.ip(),
-                job.req.method(),
-                job.req.path(),
+        if access::enabled(&s.settings) {
+            AccessLine {
+                peer: self.peer.ip(),
+                method: job.req.method(),
+                path: job.req.path(),
                 route,
                 status,
-                elapsed.as_secs_f64(),
-                budget,
-                job.req.id(),
-                worker
-            );
+                duration: elapsed,
+                budget: Some(budget),
+                id: job.req.id(),
+                worker: job.worker.load(Relaxed),
+                source,
+            }
+            .log();
         }
     }
 
-    /// Answers without a handler (404, 405, draining). A `Content-Length` body that is already
-    /// buffered is skipped; one still to come (or a chunked one) is not waited for: the answer
-    /// goes out at once and the connection closes, as it cannot be reframed.
+    /// Answers without a handler (router: 404, 405, `OPTIONS *`; drain: 503). A
+    /// `Content-Length` body that is already buffered is skipped; one still to come (or a
+    /// chunked one) is not waited for: the answer goes out at once and the connection closes,
+    /// as it cannot be reframed.
     #[inline(never)]
     fn answer_directly(
         &mut self,
         resp: Response,
         head: &Head,
-        method: &str,
-        id: &str,
+        seen: &Seen<'_>,
         close_anyway: bool,
-        t0: u64,
+        source: Source,
     ) -> Result<bool, Stop> {
         let body_skipped = match head.framing {
             BodyFraming::None => true,
@@ -432,14 +520,36 @@ impl Conn<'_> {
             || !head.keep_alive
             || self.shared.settings.keepalive.is_zero()
             || self.shared.lifecycle.is_draining();
-        let head_only = self.last_method_is_head;
-        encode(&resp, &Framing { head_only, close, request_id: Some(id) }, &mut self.wbuf);
-        let elapsed = Duration::from_nanos(clock::now_ns().saturating_sub(t0));
-        self.shared.metrics.response(None, method, resp.status(), elapsed, None);
+        let http10 = head.version == Version::Http10;
+        let framing = Framing { head_only: seen.head_only, close, http10, request_id: Some(seen.id) };
+        encode(&resp, &framing, &mut self.wbuf);
+        let elapsed = Duration::from_nanos(clock::now_ns().saturating_sub(seen.t0));
+        self.shared.metrics.response(None, seen.method, resp.status(), elapsed, None);
+        if access::enabled(&self.shared.settings) {
+            self.log_direct(seen, resp.status(), elapsed, source);
+        }
         if !close {
             self.requests += 1;
         }
         Ok(!close)
+    }
+
+    /// The access line of an answer given without a handler.
+    #[inline(never)]
+    fn log_direct(&self, seen: &Seen<'_>, status: u16, elapsed: Duration, source: Source) {
+        AccessLine {
+            peer: self.peer.ip(),
+            method: seen.method,
+            path: seen.path,
+            route: self.shared.routes.label(None),
+            status,
+            duration: elapsed,
+            budget: None,
+            id: seen.id,
+            worker: None,
+            source,
+        }
+        .log();
     }
 
     /// Reads the body the head announced (sending `100 Continue` first when asked to).
@@ -526,8 +636,7 @@ impl Conn<'_> {
     }
 
     fn body_timeout(&self) -> Stop {
-        self.shared.metrics.reject(Rejected::Timeout);
-        Stop::Answer(408, "timed out reading the request body")
+        Stop::Refuse(Fault::BodyTimeout)
     }
 
     /// Sends `100 Continue` if the client waits for it.
@@ -554,14 +663,45 @@ impl Conn<'_> {
         r
     }
 
-    /// Answers an error that ends the connection.
+    /// Answers a refusal of what the client sent, which ends the connection: the fault's status
+    /// and a short text body (none for a HEAD request, RFC 9110 §9.3.2), `Connection: close`, a
+    /// fresh request id. `seen`: the request whose body was refused; `None` for a head that
+    /// did not parse (its request line is guessed at for the HEAD rule and the access line).
     #[inline(never)]
-    fn fail(&mut self, status: u16, message: &str) {
+    fn fail(&mut self, fault: Fault, seen: Option<&Seen<'_>>) {
+        let s = Arc::clone(self.shared);
+        let (status, message) = (fault.status(), fault.message());
+        let generated;
+        let id = match seen {
+            Some(seen) => seen.id,
+            None => {
+                generated = s.ids.render(s.ids.next_uid());
+                &generated
+            }
+        };
+        let head_only = match seen {
+            Some(seen) => seen.head_only,
+            None => access::is_head_request(self.avail()),
+        };
         let resp = Response::error(status, message);
-        encode(&resp, &Framing { head_only: false, close: true, request_id: None }, &mut self.wbuf);
-        self.shared.metrics.response(None, "other", status, Duration::ZERO, None);
-        if status == 400 || status == 431 || status == 414 || status == 413 {
-            self.shared.metrics.reject(Rejected::BadRequest);
+        let framing = Framing { head_only, close: true, http10: false, request_id: Some(id) };
+        encode(&resp, &framing, &mut self.wbuf);
+        let elapsed = match (seen, fault) {
+            (Some(seen), _) => Duration::from_nanos(clock::now_ns().saturating_sub(seen.t0)),
+            (None, Fault::HeadTimeout) => s.settings.header_timeout,
+            (None, _) => Duration::ZERO,
+        };
+        s.metrics.response(None, seen.map_or("other", |seen| seen.method), status, elapsed, None);
+        s.metrics.reject(fault.rejected());
+        if access::enabled(&s.settings) {
+            match seen {
+                Some(seen) => self.log_direct(seen, status, elapsed, fault.source()),
+                None => {
+                    let (method, path) = access::guess_request_line(self.avail());
+                    let seen = Seen { method: &method, path: &path, id, head_only, t0: 0 };
+                    self.log_direct(&seen, status, elapsed, fault.source());
+                }
+            }
         }
         debug!("{}: {status} {message}; closing", self.peer);
         if self.flush().is_ok() {
@@ -596,6 +736,12 @@ fn is_timeout(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock)
 }
 
+/// The shortest deadline the request's upstream sent (`--trust-upstream-deadline`).
+#[inline(never)]
+fn upstream_timeout(req: &Request) -> Option<std::time::Duration> {
+    req.headers().filter_map(|(k, v)| crate::http::deadline::parse(k, v)).min()
+}
+
 /// A request the pool would not take: never queued, so no worker or watchdog will see it.
 #[cold]
 #[inline(never)]
@@ -617,13 +763,7 @@ fn refuse_unqueued(shared: &Shared, job: &Inflight, e: SubmitError, now: u64) {
         }
         SubmitError::Closed => Refusal::Draining,
     };
-    job.answer(refusal.response());
-}
-
-/// The shortest deadline the request's upstream sent (`--trust-upstream-deadline`).
-#[inline(never)]
-fn upstream_timeout(req: &Request) -> Option<std::time::Duration> {
-    req.headers().filter_map(|(k, v)| crate::http::deadline::parse(k, v)).min()
+    job.answer(refusal.into());
 }
 
 /// Accepts a client's `X-Request-Id` if it is short and plain (no spaces or control characters).

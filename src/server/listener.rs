@@ -14,6 +14,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::http::response::{encode, Framing};
 use crate::metrics::Rejected;
 use crate::runtime::refusal::Refusal;
+use crate::server::access::{self, AccessLine};
 use crate::server::lifecycle::Phase;
 use crate::server::shared::Shared;
 
@@ -152,7 +153,7 @@ fn accept_loop(listener: may::net::TcpListener, source: Source, shared: Arc<Shar
             }
             debug!("refusing {peer}: {open} connections open (--max-connections)");
             may::go!(move || {
-                refuse(stream);
+                refuse(stream, peer, &shared2);
                 shared2.conns.open.fetch_sub(1, AcqRel);
             });
             continue;
@@ -179,12 +180,30 @@ fn spawn_connection(stream: may::net::TcpStream, peer: std::net::SocketAddr, sha
 }
 
 /// Answers 503 without reading the request, then closes gracefully: whatever the client is
-/// still sending is drained for a moment so the answer is not lost to a reset.
-fn refuse(mut stream: may::net::TcpStream) {
+/// still sending is drained for a moment so the answer is not lost to a reset. Counted and
+/// logged (access line with `-` for what was not read) like any answer.
+fn refuse(mut stream: may::net::TcpStream, peer: SocketAddr, shared: &Shared) {
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
     let mut out = Vec::with_capacity(256);
-    let resp = Refusal::TooManyConnections.response();
-    encode(&resp, &Framing { head_only: false, close: true, request_id: None }, &mut out);
+    let refusal = Refusal::TooManyConnections;
+    let resp = refusal.response();
+    encode(&resp, &Framing { head_only: false, close: true, http10: false, request_id: None }, &mut out);
+    shared.metrics.response(None, "other", resp.status(), Duration::ZERO, None);
+    if access::enabled(&shared.settings) {
+        AccessLine {
+            peer: peer.ip(),
+            method: "-",
+            path: "-",
+            route: shared.routes.label(None),
+            status: resp.status(),
+            duration: Duration::ZERO,
+            budget: None,
+            id: "-",
+            worker: None,
+            source: refusal.source(),
+        }
+        .log();
+    }
     if stream.write_all(&out).is_ok() {
         crate::server::conn::linger_close(&mut stream);
     }

@@ -5,6 +5,7 @@
 //! stopped), [`activation`] (listeners handed over by a supervisor), [`listener`] (binding, and
 //! the accept coroutine) and [`conn`] (one coroutine per connection).
 
+pub(crate) mod access;
 pub(crate) mod activation;
 pub(crate) mod conn;
 pub(crate) mod connections;
@@ -12,6 +13,7 @@ pub(crate) mod lifecycle;
 pub(crate) mod listener;
 pub(crate) mod shared;
 
+use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::*;
@@ -27,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::runtime::notify::{Message, Supervisor};
 use crate::runtime::pool::{Pool, PoolConfig};
 use crate::runtime::watchdog::{Watchdog, WatchdogConfig};
-use crate::settings::Settings;
+use crate::settings::{Settings, SettingsError};
 use connections::Connections;
 use lifecycle::Lifecycle;
 use shared::{RequestIds, Shared};
@@ -44,18 +46,125 @@ pub struct Server;
 
 /// A running server: its addresses, and the way to stop it.
 ///
+/// The handle owns the server, as tokio's `Runtime` owns its threads: dropping it drains the
+/// server and waits for the drain to finish, like [`stop`](ServerHandle::stop) (at most
+/// `--graceful-timeout` plus a moment; a handler that ignores its cancellation is abandoned,
+/// never waited for). So a server cannot outlive every way to stop it. To let it run until a
+/// signal or a [`ShutdownTrigger`] drains it, keep the handle and call
+/// [`wait`](ServerHandle::wait). While the thread is panicking (a failed test), dropping it
+/// only starts the drain.
+///
 /// ```
 /// use vigil::{App, Response, Server, Settings};
 /// let app = App::new().get("/", |_req, _ctx| Response::text("hello"));
 /// let settings = Settings::default().bind("127.0.0.1:0".parse().unwrap()).admin_bind(None);
 /// let server = Server::start(settings, app).unwrap();
 /// assert_ne!(server.local_addr().port(), 0);
-/// server.stop(); // drain and wait
+/// server.stop(); // drain and wait (dropping `server` would do the same)
 /// ```
+#[must_use = "dropping the handle stops the server: keep it, or call wait() to serve until a signal"]
 pub struct ServerHandle {
     addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
+}
+
+/// Why [`Server::start`] (or [`Server::serve`]) could not start a server. Nothing it started
+/// is left running.
+///
+/// ```
+/// use vigil::{App, Server, Settings, StartError};
+/// let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+/// let settings = Settings::default().bind(taken.local_addr().unwrap()).admin_bind(None);
+/// match Server::start(settings, App::new()) {
+///     Err(StartError::Bind { addr, .. }) => assert_eq!(addr, taken.local_addr().unwrap()),
+///     other => panic!("{other:?}"),
+/// }
+/// let err = Server::start(Settings::default().threads(0), App::new()).unwrap_err();
+/// assert_eq!(err.to_string(), "invalid settings: --threads: must be between 1 and 4096, got 0");
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A setting is out of range, or contradicts another.
+    InvalidSettings(SettingsError),
+    /// The listener could not bind its address.
+    Bind {
+        /// The address asked for (`--bind`).
+        addr: SocketAddr,
+        /// Why (address in use, permission denied, ...).
+        source: io::Error,
+    },
+    /// The admin listener could not bind its address.
+    AdminBind {
+        /// The address asked for (`--admin-bind`).
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// What a supervisor passed cannot be used: its listening sockets (`LISTEN_FDS`) or its
+    /// notification socket (`NOTIFY_SOCKET`).
+    Supervisor(io::Error),
+    /// A thread or coroutine of the server could not start.
+    Spawn {
+        /// Which: "worker threads", "the watchdog thread", ...
+        what: &'static str,
+        /// Why (the process's thread limit, memory).
+        source: io::Error,
+    },
+    /// [`Server::serve`] only: the Ctrl-C / SIGTERM handler could not be installed, most
+    /// likely because the application has one of its own. Nothing was started; use
+    /// [`Server::start`] and call [`ServerHandle::shutdown`] from that handler.
+    SignalHandler(io::Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::InvalidSettings(e) => write!(f, "invalid settings: {e}"),
+            StartError::Bind { addr, source } => write!(f, "cannot bind {addr}: {source}"),
+            StartError::AdminBind { addr, source } => write!(f, "cannot bind the admin listener to {addr}: {source}"),
+            StartError::Supervisor(e) => write!(f, "cannot use what the supervisor passed: {e}"),
+            StartError::Spawn { what, source } => write!(f, "cannot start {what}: {source}"),
+            StartError::SignalHandler(e) => write!(
+                f,
+                "cannot install the Ctrl-C / SIGTERM handler ({e}); if the application has its own, \
+                 use Server::start and call ServerHandle::shutdown from it"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartError::InvalidSettings(e) => Some(e),
+            StartError::Bind { source, .. }
+            | StartError::AdminBind { source, .. }
+            | StartError::Spawn { source, .. } => Some(source),
+            StartError::Supervisor(e) | StartError::SignalHandler(e) => Some(e),
+        }
+    }
+}
+
+/// For a `main` that returns `std::io::Result`: the kind of the underlying error
+/// (`InvalidInput` for settings) and this error's text.
+impl From<StartError> for io::Error {
+    fn from(e: StartError) -> io::Error {
+        let kind = match &e {
+            StartError::InvalidSettings(_) => io::ErrorKind::InvalidInput,
+            StartError::Bind { source, .. }
+            | StartError::AdminBind { source, .. }
+            | StartError::Spawn { source, .. }
+            | StartError::Supervisor(source)
+            | StartError::SignalHandler(source) => source.kind(),
+        };
+        io::Error::new(kind, e.to_string())
+    }
+}
+
+fn spawn_error(what: &'static str) -> impl FnOnce(io::Error) -> StartError {
+    move |source| StartError::Spawn { what, source }
 }
 
 fn configure_runtime() {
@@ -79,8 +188,8 @@ impl Server {
     /// `settings.bind` / `settings.admin_bind`; with `NOTIFY_SOCKET`, the server sends
     /// `READY=1` once it serves and `STOPPING=1` when it drains, and its watchdog thread sends
     /// `WATCHDOG=1` (when `WATCHDOG_USEC` asks for it) and `STATUS=` lines.
-    pub fn start(settings: Settings, app: App) -> io::Result<ServerHandle> {
-        settings.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    pub fn start(settings: Settings, app: App) -> Result<ServerHandle, StartError> {
+        settings.validate().map_err(StartError::InvalidSettings)?;
         for w in settings.warnings() {
             warn!("{w}");
         }
@@ -94,27 +203,35 @@ impl Server {
             head_bytes: settings.limit_request_head,
             max_body: settings.max_body,
         };
-        let supervisor = Supervisor::from_env()?;
-        let inherited = activation::inherited()?;
+        let supervisor = Supervisor::from_env().map_err(StartError::Supervisor)?;
+        let inherited = activation::inherited().map_err(|e| StartError::Supervisor(e.into()))?;
+        let bind_error = |addr| move |source| StartError::Bind { addr, source };
         let (public, source) = match inherited.public {
             Some(l) => {
-                info!("serving on the socket passed as `public` ({}) instead of --bind", l.local_addr()?);
+                let at = l.local_addr().map_err(StartError::Supervisor)?;
+                info!("serving on the socket passed as `public` ({at}) instead of --bind");
                 (l, listener::Source::Inherited)
             }
-            None => (listener::bind(settings.bind)?, listener::Source::Bound),
+            None => (listener::bind(settings.bind).map_err(bind_error(settings.bind))?, listener::Source::Bound),
         };
-        let listener = listener::into_coroutine_listener(public)?;
-        let addr = listener.local_addr()?;
-        let admin = match inherited.admin {
-            Some(l) => {
-                info!("admin endpoints on the socket passed as `admin` ({}) instead of --admin-bind", l.local_addr()?);
+        let listener = listener::into_coroutine_listener(public).map_err(bind_error(settings.bind))?;
+        let addr = listener.local_addr().map_err(bind_error(settings.bind))?;
+        let admin = match (inherited.admin, settings.admin_bind) {
+            (Some(l), _) => {
+                let at = l.local_addr().map_err(StartError::Supervisor)?;
+                info!("admin endpoints on the socket passed as `admin` ({at}) instead of --admin-bind");
                 // The admin threads accept in blocking mode, whatever mode the supervisor left.
-                l.set_nonblocking(false)?;
-                Some(l)
+                l.set_nonblocking(false).map_err(StartError::Supervisor)?;
+                Some((l, at))
             }
-            None => settings.admin_bind.map(std::net::TcpListener::bind).transpose()?,
+            (None, Some(a)) => {
+                let l = std::net::TcpListener::bind(a).map_err(|source| StartError::AdminBind { addr: a, source })?;
+                let at = l.local_addr().map_err(|source| StartError::AdminBind { addr: a, source })?;
+                Some((l, at))
+            }
+            (None, None) => None,
         };
-        let admin_addr = admin.as_ref().map(|l| l.local_addr()).transpose()?;
+        let admin_addr = admin.as_ref().map(|(_, at)| *at);
 
         let pool = Pool::new(
             PoolConfig {
@@ -135,7 +252,8 @@ impl Server {
             },
             Arc::clone(&routes),
             Arc::clone(&pool),
-        )?;
+        )
+        .map_err(spawn_error("the watchdog's offload threads"))?;
         let shared = Arc::new(Shared {
             limits,
             metrics: Metrics::new(&routes, settings.timeout),
@@ -150,13 +268,29 @@ impl Server {
             notifier: supervisor.map(|s| s.notifier),
             settings,
         });
-        shared.pool.start()?;
-        shared.watchdog.spawn()?;
+        // What started before a failure stops again: an error leaves nothing running.
+        let undo = |e: StartError| {
+            shared.pool.stop();
+            shared.watchdog.stop();
+            e
+        };
+        shared.pool.start().map_err(spawn_error("worker threads")).map_err(undo)?;
+        shared.watchdog.spawn().map_err(spawn_error("the watchdog thread")).map_err(undo)?;
         let supervisor = Arc::clone(&shared);
-        std::thread::Builder::new().name("vigil-lifecycle".into()).spawn(move || {
-            supervisor.lifecycle.wait_for_request();
-            drain(&supervisor, addr, source);
-        })?;
+        std::thread::Builder::new()
+            .name("vigil-lifecycle".into())
+            .spawn(move || {
+                supervisor.lifecycle.wait_for_request();
+                drain(&supervisor, addr, source);
+            })
+            .map_err(spawn_error("the lifecycle thread"))
+            .map_err(undo)?;
+        let handle = ServerHandle { addr, admin_addr, shared: Arc::clone(&shared) };
+        // From here on, dropping `handle` on an error drains and stops everything.
+        if let Some((l, _)) = admin {
+            crate::admin::spawn(l, Arc::clone(&shared)).map_err(spawn_error("the admin listener thread"))?;
+        }
+        listener::spawn(listener, source, Arc::clone(&shared)).map_err(spawn_error("the accept coroutine"))?;
         let s = &shared.settings;
         info!(
             "vigil started: {} worker threads, queue {}, timeout {:?}, cancel grace {:?}, watchdog tick {:?}",
@@ -166,35 +300,89 @@ impl Server {
             s.cancel_grace,
             s.watchdog_tick
         );
-        if let Some(l) = admin {
-            crate::admin::spawn(l, Arc::clone(&shared))?;
-        }
-        listener::spawn(listener, source, Arc::clone(&shared))?;
         shared.notify(Message::Ready);
-        Ok(ServerHandle { addr, admin_addr, shared })
+        Ok(handle)
     }
 
-    /// Starts the server, prints `listening on http://ADDR` (and `admin on http://ADDR`) to
-    /// stdout, and blocks until a Ctrl-C / SIGTERM (or Windows console close) drain completes.
-    /// A second signal exits at once.
-    pub fn serve(settings: Settings, app: App) -> io::Result<()> {
+    /// Installs the Ctrl-C / SIGTERM handler (on Windows also console close and shutdown),
+    /// then starts the server, prints `listening on http://ADDR` (and `admin on http://ADDR`)
+    /// to stdout, and blocks until a signal's drain completes. A second signal exits at once.
+    ///
+    /// The handler is installed first (once per process; a later `serve` reuses it), so if it
+    /// cannot be, because the application installed one of its own, nothing has started:
+    /// the error is [`StartError::SignalHandler`], and [`Server::start`] plus a call to
+    /// [`ServerHandle::shutdown`] from the application's handler is the way to go.
+    pub fn serve(settings: Settings, app: App) -> Result<(), StartError> {
+        signals::install()?;
         let server = Server::start(settings, app)?;
+        let _target = signals::drain_on_signal(&server);
         server.print_addresses();
-        let trigger = server.trigger();
-        let hits = std::sync::atomic::AtomicUsize::new(0);
-        ctrlc::set_handler(move || {
-            if hits.fetch_add(1, SeqCst) == 0 {
-                trigger.shutdown();
-            } else {
-                eprintln!("vigil: second signal, exiting now");
-                std::process::exit(1);
-            }
-        })
-        .map_err(io::Error::other)?;
-        let close = server.trigger();
-        crate::platform::drain_on_console_close(move || close.shutdown())?;
         server.wait();
         Ok(())
+    }
+}
+
+/// The process's signal handlers and the server they drain. `ctrlc` allows one handler per
+/// process, so it is installed once and drains whichever server `serve` runs at the time.
+mod signals {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+    use std::sync::Mutex;
+
+    use super::{ServerHandle, ShutdownTrigger, StartError};
+
+    /// The server a signal drains (the one `serve` runs).
+    static TARGET: Mutex<Option<ShutdownTrigger>> = Mutex::new(None);
+    /// A signal arrived while no server was registered (between install and start).
+    static PENDING: AtomicBool = AtomicBool::new(false);
+    /// Signals since the current server was registered: the second one exits.
+    static HITS: AtomicUsize = AtomicUsize::new(0);
+    static INSTALLED: Mutex<bool> = Mutex::new(false);
+
+    pub(super) fn install() -> Result<(), StartError> {
+        let mut installed = INSTALLED.lock().unwrap_or_else(|p| p.into_inner());
+        if *installed {
+            return Ok(());
+        }
+        ctrlc::set_handler(on_signal).map_err(|e| StartError::SignalHandler(std::io::Error::other(e)))?;
+        // After ctrlc's: Windows asks the last-registered handler first (src/platform.rs).
+        crate::platform::drain_on_console_close(start_drain).map_err(StartError::SignalHandler)?;
+        *installed = true;
+        Ok(())
+    }
+
+    fn on_signal() {
+        if HITS.fetch_add(1, SeqCst) == 0 {
+            start_drain();
+        } else {
+            eprintln!("vigil: second signal, exiting now");
+            std::process::exit(1);
+        }
+    }
+
+    fn start_drain() {
+        match &*TARGET.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(t) => t.shutdown(),
+            None => PENDING.store(true, SeqCst),
+        }
+    }
+
+    /// Signals drain `server` until the returned guard is dropped.
+    pub(super) fn drain_on_signal(server: &ServerHandle) -> Registered {
+        let trigger = server.trigger();
+        HITS.store(0, SeqCst);
+        *TARGET.lock().unwrap_or_else(|p| p.into_inner()) = Some(trigger.clone());
+        if PENDING.swap(false, SeqCst) {
+            trigger.shutdown();
+        }
+        Registered
+    }
+
+    pub(super) struct Registered;
+
+    impl Drop for Registered {
+        fn drop(&mut self) {
+            *TARGET.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
     }
 }
 
@@ -320,7 +508,8 @@ impl ServerHandle {
         self.trigger().shutdown();
     }
 
-    /// Blocks until the server has drained (after [`shutdown`](ServerHandle::shutdown) or a signal).
+    /// Blocks until the server has drained (after [`shutdown`](ServerHandle::shutdown), a
+    /// [`ShutdownTrigger`] or a signal).
     pub fn wait(self) {
         self.shared.lifecycle.wait_stopped();
     }
@@ -345,5 +534,26 @@ impl ServerHandle {
     /// The Prometheus text exposition, as `/metrics` on the admin listener serves it.
     pub fn metrics_text(&self) -> String {
         self.shared.metrics.render(&self.shared.snapshot())
+    }
+}
+
+impl fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("addr", &self.addr)
+            .field("admin_addr", &self.admin_addr)
+            .field("phase", &self.shared.lifecycle.phase().label())
+            .finish()
+    }
+}
+
+/// Drains the server and waits for it (see [`ServerHandle`]); only starts the drain while
+/// panicking. Nothing to do once it has stopped.
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.shared.lifecycle.request_drain();
+        if !std::thread::panicking() {
+            self.shared.lifecycle.wait_stopped();
+        }
     }
 }

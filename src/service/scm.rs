@@ -104,7 +104,7 @@ fn run_service(arguments: Vec<OsString>) -> Result<(), ServiceError> {
     send(&name, &status, lifecycle.starting());
     let started = (job.setup)().and_then(|(settings, app)| {
         info!("service {name}: starting");
-        Server::start(settings, app)
+        Server::start(settings, app).map_err(std::io::Error::from)
     });
     let server = match started {
         Ok(server) => server,
