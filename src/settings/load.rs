@@ -110,8 +110,8 @@ impl LoadedSettings {
     ///
     /// ```
     /// let loaded = vigil::Settings::load(&[], std::iter::empty::<(&str, &str)>()).unwrap();
-    /// assert_eq!(loaded.settings.admin_bind, None);
-    /// assert_eq!(loaded.with_binary_defaults().settings.admin_bind, Some("127.0.0.1:9181".parse().unwrap()));
+    /// assert_eq!(loaded.settings.get_admin_bind(), None);
+    /// assert_eq!(loaded.with_binary_defaults().settings.get_admin_bind(), Some("127.0.0.1:9181".parse().unwrap()));
     /// ```
     pub fn with_binary_defaults(mut self) -> Self {
         if *self.origin("admin_bind") == Origin::Default {
