@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::answers::{self, Answers};
 use crate::ctx::{Cancelled, Ctx};
 use crate::http::request::Request;
 use crate::http::response::Response;
@@ -333,7 +334,20 @@ pub struct App {
     routes: Vec<Route>,
     /// Static routes by path, then method: one hash lookup with a borrowed `&str`.
     exact: HashMap<String, Vec<(String, usize)>>,
+    /// Run before every request's handler, in order; the first that answers ends it.
+    before: Vec<BeforeHook>,
+    /// Run on every response produced on a worker, in order.
+    after: Vec<AfterHook>,
+    /// Renders the server's own answers (`render_errors`).
+    render: Option<Renderer>,
+    /// The server's own answers, rendered once (when the server starts, or at the first
+    /// `App::call`).
+    answers: std::sync::OnceLock<Answers>,
 }
+
+type BeforeHook = Box<dyn Fn(&Request, &Ctx) -> Option<Response> + Send + Sync>;
+type AfterHook = Box<dyn Fn(&Request, &Ctx, Response) -> Response + Send + Sync>;
+type Renderer = Box<dyn Fn(&Error) -> Response + Send + Sync>;
 
 impl App {
     /// An empty app (every path answers 404).
@@ -389,6 +403,107 @@ impl App {
         self.handler(method, pattern, options, f)
     }
 
+    /// Adds a hook that runs before every request's handler, on the worker pool: also for the
+    /// requests the router refuses (404, 405), so it can answer a CORS preflight or refuse
+    /// unauthenticated requests to paths that do not exist. Returning `Some(response)` answers
+    /// the request (the handler does not run; the [`after`](App::after) hooks do). Hooks run in
+    /// the order they were added; the first that answers ends the chain.
+    ///
+    /// Not for the answers the server gives without a worker (a framing error, a full queue,
+    /// the watchdog's 504): see [`render_errors`](App::render_errors) for their format.
+    ///
+    /// ```
+    /// use vigil::{App, Request, Response};
+    ///
+    /// let app = App::new()
+    ///     .before(|req, _ctx| match req.header("authorization") {
+    ///         Some("Bearer secret") => None,
+    ///         _ => Some(Response::text("who are you?").with_status(401)),
+    ///     })
+    ///     .get("/", |_req, _ctx| Response::text("hello"));
+    /// assert_eq!(app.call(Request::builder("GET", "/").build()).status(), 401);
+    /// assert_eq!(app.call(Request::builder("GET", "/nope").build()).status(), 401);
+    /// let authed = Request::builder("GET", "/").header("Authorization", "Bearer secret").build();
+    /// assert_eq!(app.call(authed).body(), b"hello");
+    /// ```
+    pub fn before<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&Request, &Ctx) -> Option<Response> + Send + Sync + 'static,
+    {
+        self.before.push(Box::new(f));
+        self
+    }
+
+    /// Adds a hook that sees (and may change) every response produced on a worker: a
+    /// handler's, a [`before`](App::before) hook's, the router's 404 or 405 (when the app has
+    /// hooks, those requests go through the worker pool too). Hooks run in the order they were
+    /// added, each on the previous one's result. Not run for the answers the server gives
+    /// without a worker (see [`render_errors`](App::render_errors)), nor after a handler
+    /// panicked.
+    ///
+    /// ```
+    /// use vigil::{App, Request, Response};
+    ///
+    /// let app = App::new()
+    ///     .after(|_req, _ctx, resp| resp.with_header("Access-Control-Allow-Origin", "*"))
+    ///     .get("/", |_req, _ctx| Response::text("hello"));
+    /// let resp = app.call(Request::builder("GET", "/").build());
+    /// assert_eq!(resp.header("access-control-allow-origin"), Some("*"));
+    /// let not_found = app.call(Request::builder("GET", "/nope").build());
+    /// assert_eq!((not_found.status(), not_found.header("access-control-allow-origin")), (404, Some("*")));
+    /// ```
+    pub fn after<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&Request, &Ctx, Response) -> Response + Send + Sync + 'static,
+    {
+        self.after.push(Box::new(f));
+        self
+    }
+
+    /// Renders the server's own answers in the app's format: 404 and 405 from the router,
+    /// 400/408/413/414/417/431/501/505 from the request's framing, 503 (queue full, draining,
+    /// too many connections, queued past its deadline), 504 (deadline, stall, shutdown) and 500
+    /// (a panic). `f` gets the status and the server's message and returns the response; its
+    /// status is kept whatever `f` sets, and `Retry-After` is added to the 503s.
+    ///
+    /// `f` runs **once per kind of answer, when the server starts** (a 400 whose reason is only
+    /// known at run time gets its status's rendering): many of these answers are given by a
+    /// connection coroutine or the watchdog, where no user code runs. So `f` cannot see the
+    /// request: headers that depend on it (CORS, say) belong in an [`after`](App::after)
+    /// hook, which the router's 404/405 go through but the other answers do not.
+    ///
+    /// ```
+    /// use vigil::{App, Request, Response};
+    ///
+    /// let app = App::new()
+    ///     .render_errors(|e| Response::json_str(format!(r#"{{"error":{:?}}}"#, e.message())))
+    ///     .get("/", |_req, _ctx| Response::text("hello"));
+    /// let resp = app.call(Request::builder("GET", "/nope").build());
+    /// assert_eq!((resp.status(), resp.body()), (404, &br#"{"error":"not found"}"#[..]));
+    /// ```
+    pub fn render_errors<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&Error) -> Response + Send + Sync + 'static,
+    {
+        self.render = Some(Box::new(f));
+        self.answers = std::sync::OnceLock::new();
+        self
+    }
+
+    /// The server's own answers, rendered (the first call renders them: the server makes it
+    /// when it starts, on the thread that starts it).
+    pub(crate) fn answers(&self) -> &Answers {
+        self.answers.get_or_init(|| match &self.render {
+            Some(f) => Answers::rendered(&|status, message| f(&Error::new(status, message))),
+            None => Answers::plain(),
+        })
+    }
+
+    /// Whether requests the router refuses go through the worker pool (to run the hooks).
+    pub(crate) fn has_hooks(&self) -> bool {
+        !self.before.is_empty() || !self.after.is_empty()
+    }
+
     /// Adds a route served by any [`Handler`], such as a struct of your own.
     ///
     /// ```
@@ -440,19 +555,11 @@ impl App {
     /// The routes as the runtime sees them, with their timeouts resolved against the server's
     /// default `timeout`.
     pub(crate) fn route_table(&self, default: Duration) -> RouteTable {
-        RouteTable::new(
+        let table = RouteTable::new(
             self.routes
                 .iter()
                 .map(|r| {
                     let timeout = r.options.effective_timeout(default);
-                    if r.options.get_timeout().is_some_and(|x| x > timeout) {
-                        log::warn!(
-                            "route {} {}: timeout capped at --timeout {:?} (use exceed_default to allow more)",
-                            r.method,
-                            r.pattern,
-                            timeout
-                        );
-                    }
                     RouteInfo {
                         method: r.method.as_str().into(),
                         pattern: r.pattern.as_str().into(),
@@ -461,7 +568,12 @@ impl App {
                     }
                 })
                 .collect(),
-        )
+        );
+        if self.has_hooks() {
+            table.with_unmatched(default)
+        } else {
+            table
+        }
     }
 
     /// Routes `req` the way the server does and runs its handler on the calling thread, with
@@ -481,14 +593,23 @@ impl App {
     /// assert_eq!(app.call(Request::builder("GET", "/nope").build()).status(), 404);
     /// ```
     pub fn call(&self, mut req: Request) -> Response {
-        let (route, params) = match self.find(req.method(), req.path()) {
-            Routed::Found { route, params } => (route, params),
+        let (route, timeout) = match self.find(req.method(), req.path()) {
+            Routed::Found { route, params } => {
+                req.set_params(params);
+                (route, self.routes[route.index()].options.effective_timeout(DEFAULT_CALL_TIMEOUT))
+            }
+            // The hooks see the router's answers too (as the server runs them: on a worker).
+            Routed::Answer(_) if self.has_hooks() => (self.unmatched_route(), DEFAULT_CALL_TIMEOUT),
             Routed::Answer(resp) => return resp,
         };
-        req.set_params(params);
-        let timeout = self.routes[route.index()].options.effective_timeout(DEFAULT_CALL_TIMEOUT);
         let job = Arc::new(Inflight::detached(req, route, timeout));
         self.run(&job)
+    }
+
+    /// The route requests the router refuses take through the pool when the app has hooks:
+    /// one past the app's own (`route_table` lists it, as "unmatched").
+    pub(crate) fn unmatched_route(&self) -> RouteId {
+        RouteId::new(self.routes.len())
     }
 
     /// Every method some route takes (with `HEAD` where `GET` is, and `OPTIONS`), for
@@ -507,6 +628,10 @@ impl App {
             methods.push("OPTIONS");
         }
         methods.join(", ")
+    }
+
+    fn answer(&self, (status, message): (u16, &str)) -> Response {
+        self.answers().get(status, message)
     }
 
     /// Out of line: its frame stays off the connection coroutine's stack except while it runs
@@ -531,7 +656,7 @@ impl App {
                 if r.method == lookup_method {
                     return match decode_params(params) {
                         Some(params) => Routed::Found { route: RouteId::new(i), params },
-                        None => Routed::Answer(Response::error(400, "invalid percent-encoding in the path")),
+                        None => Routed::Answer(self.answer(answers::BAD_PARAM)),
                     };
                 }
                 if !allowed.contains(&r.method.as_str()) {
@@ -540,12 +665,12 @@ impl App {
             }
         }
         if allowed.is_empty() {
-            Routed::Answer(Response::error(404, "not found"))
+            Routed::Answer(self.answer(answers::NOT_FOUND))
         } else {
             if allowed.contains(&"GET") {
                 allowed.push("HEAD");
             }
-            Routed::Answer(Response::error(405, "method not allowed").with_header("Allow", allowed.join(", ")))
+            Routed::Answer(self.answer(answers::METHOD_NOT_ALLOWED).with_header("Allow", allowed.join(", ")))
         }
     }
 }
@@ -553,12 +678,25 @@ impl App {
 /// The pool runs handlers through this: the app is the runtime's [`Runner`]. The cause of an
 /// internal error is logged here, with the request's id and route.
 impl Runner for App {
+    /// The `before` hooks (the first that answers ends it), else the route's handler (or, for a
+    /// request the router refused, its 404/405), then the `after` hooks.
     fn run(&self, job: &Arc<Inflight>) -> Response {
         let ctx = Ctx::new(Arc::clone(job));
-        let route = &self.routes[job.route.index()];
-        let mut resp = route.handler.call(&job.req, &ctx);
+        let req = &job.req;
+        let resp = match self.before.iter().find_map(|hook| hook(req, &ctx)) {
+            Some(early) => early,
+            None => match self.routes.get(job.route.index()) {
+                Some(route) => route.handler.call(req, &ctx),
+                None => match self.find(req.method(), req.path()) {
+                    Routed::Answer(resp) => resp,
+                    Routed::Found { .. } => self.answer(answers::NOT_FOUND), // the routes do not change
+                },
+            },
+        };
+        let mut resp = self.after.iter().fold(resp, |resp, hook| hook(req, &ctx, resp));
         if let Some(cause) = resp.take_cause() {
-            log_cause(job, &route.pattern, resp.status(), &cause);
+            let pattern = self.routes.get(job.route.index()).map_or(RouteTable::UNMATCHED, |r| &r.pattern);
+            log_cause(job, pattern, resp.status(), &cause);
         }
         resp
     }

@@ -23,6 +23,7 @@
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod admin;
+mod answers;
 mod app;
 mod ctx;
 mod http;

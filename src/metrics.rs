@@ -136,7 +136,11 @@ impl Metrics {
             duration: Histogram::new(duration_bounds(timeout)),
             budget: Histogram::new(vec![0.1, 0.25, 0.5, 0.8, 0.9, 1.0, 1.25]),
         };
-        let mut rm: Vec<RouteMetrics> = routes.iter().map(|(_, r)| mk(&r.method, &r.pattern, r.timeout)).collect();
+        let mut rm: Vec<RouteMetrics> = routes
+            .iter()
+            .filter(|(id, _)| routes.is_app_route(*id))
+            .map(|(_, r)| mk(&r.method, &r.pattern, r.timeout))
+            .collect();
         let unmatched = rm.len();
         rm.extend(UNMATCHED_METHODS.iter().map(|m| mk(m, RouteTable::UNMATCHED, default_timeout)));
         let start_time =

@@ -407,3 +407,77 @@ fn dropping_the_handle_drains_the_server_and_waits_for_it() {
         "still accepting after the handle was dropped"
     );
 }
+
+#[test]
+fn hooks_run_on_workers_for_every_request_including_the_routers_refusals() {
+    let threads = Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
+    let seen = Arc::clone(&threads);
+    let app = App::new()
+        .before(move |req: &Request, _: &Ctx| {
+            seen.lock().push(std::thread::current().name().unwrap_or("").to_string());
+            // A CORS preflight, for any path (no route takes OPTIONS).
+            if req.method() == "OPTIONS" {
+                return Some(Response::new(204).with_header("Access-Control-Allow-Methods", "GET, POST"));
+            }
+            match req.header("authorization") {
+                Some("Bearer ok") => None,
+                _ => Some(Response::text("who are you?").with_status(401)),
+            }
+        })
+        .after(|_: &Request, _: &Ctx, resp: Response| resp.with_header("Access-Control-Allow-Origin", "*"))
+        .get("/users", |_: &Request, _: &Ctx| Response::text("users"));
+    let srv = start(settings(), app);
+    let send = |req: &str| raw(srv.local_addr(), req.as_bytes()).unwrap();
+    let ok = send("GET /users HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer ok\r\nConnection: close\r\n\r\n");
+    assert_eq!((ok.status, ok.text().as_str(), ok.header("access-control-allow-origin")), (200, "users", Some("*")));
+    let anon = send("GET /users HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    assert_eq!((anon.status, anon.header("access-control-allow-origin")), (401, Some("*")));
+    // The router's refusals go through the hooks too.
+    let anon_404 = send("GET /nope HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    assert_eq!(anon_404.status, 401, "the before hook runs for a path that does not exist");
+    let authed_404 = send("GET /nope HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer ok\r\nConnection: close\r\n\r\n");
+    assert_eq!((authed_404.status, authed_404.header("access-control-allow-origin")), (404, Some("*")));
+    let preflight = send("OPTIONS /users HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    assert_eq!(preflight.status, 204, "a 405 from the router, answered by the hook");
+    assert_eq!(preflight.header("access-control-allow-methods"), Some("GET, POST"));
+    let names = threads.lock().clone();
+    assert_eq!(names.len(), 5);
+    assert!(names.iter().all(|n| n.starts_with("vigil-worker-")), "hooks ran on {names:?}");
+    // A refused request counts as unmatched, not as a route.
+    let admin = srv.admin_addr().unwrap();
+    assert_eq!(metric(admin, "vigil_requests_total{route=\"unmatched\",status=\"401\"}"), 1.0);
+    srv.stop();
+}
+
+#[test]
+fn render_errors_gives_the_servers_own_answers_the_apps_format() {
+    let app = App::new()
+        .render_errors(|e: &Error| {
+            Response::json_str(format!(r#"{{"error":{:?},"status":{}}}"#, e.message(), e.status()))
+        })
+        .route("GET", "/slow", RouteOptions::new().timeout(Duration::from_millis(200)), |_: &Request, ctx: &Ctx| {
+            ctx.sleep(Duration::from_secs(10))?;
+            Ok::<_, vigil::Cancelled>(Response::text("unreachable"))
+        })
+        .get("/panic", |_: &Request, _: &Ctx| -> Response { panic!("boom") })
+        .post("/upload", |_: &Request, _: &Ctx| Response::text("ok"));
+    let srv = start(settings().max_body(16), app);
+    let addr = srv.local_addr();
+    let json = |r: &Resp| {
+        assert_eq!(r.header("content-type"), Some("application/json"), "{r:?}");
+        r.text()
+    };
+    let r = get(addr, "/nope");
+    assert_eq!((r.status, json(&r).as_str()), (404, r#"{"error":"not found","status":404}"#));
+    let r = raw(addr, b"DELETE /upload HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+    assert_eq!((r.status, r.header("allow")), (405, Some("POST")));
+    assert_eq!(json(&r), r#"{"error":"method not allowed","status":405}"#);
+    // The parser's (on the connection's coroutine), the watchdog's and a panic's.
+    let big = raw(addr, b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n").unwrap();
+    assert_eq!((big.status, json(&big).as_str()), (413, r#"{"error":"request body too large","status":413}"#));
+    let slow = get(addr, "/slow");
+    assert_eq!((slow.status, json(&slow).as_str()), (504, r#"{"error":"request exceeded its deadline","status":504}"#));
+    let panic = get(addr, "/panic");
+    assert_eq!((panic.status, json(&panic).as_str()), (500, r#"{"error":"internal server error","status":500}"#));
+    srv.stop();
+}

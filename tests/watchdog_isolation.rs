@@ -12,9 +12,12 @@ use std::time::{Duration, Instant};
 use common::*;
 use vigil::{App, Cancelled, Ctx, Request, Response, RouteOptions};
 
-/// A 504 may come this much after its deadline on a loaded 2-core machine (the watchdog's tick
-/// is 10 ms; the rest is scheduling noise, not a stalled watchdog: a stall lasts seconds).
-const LATE: Duration = Duration::from_millis(400);
+/// A 504 may come this much after its deadline here. The watchdog's tick is 10 ms and the
+/// benchmarks measure the real lateness (BENCHMARKS.md: p99 about 11 ms); what these tests
+/// guard against is a watchdog held up by a callback or a log sink, which costs seconds (the
+/// callback blocks 10 s, the stalled sink forever), while scheduling noise on a loaded 2-core
+/// machine running the whole suite at once has reached 0.65 s.
+const LATE: Duration = Duration::from_secs(2);
 
 #[test]
 fn a_ten_second_on_cancel_callback_delays_no_other_requests_504() {

@@ -151,6 +151,20 @@ pub enum ParseError {
 }
 
 impl ParseError {
+    /// The refusals whose message is always the same (every variant but the two that carry a
+    /// reason), e.g. to render them ahead of time.
+    pub const FIXED: [ParseError; 9] = [
+        ParseError::UriTooLong,
+        ParseError::TooManyFields,
+        ParseError::FieldTooLarge,
+        ParseError::HeadTooLarge,
+        ParseError::TrailersTooLarge,
+        ParseError::PayloadTooLarge,
+        ParseError::VersionNotSupported,
+        ParseError::UnsupportedTransferCoding,
+        ParseError::ExpectationFailed,
+    ];
+
     /// The response status for this error: 400, 413, 414, 417, 431, 501 or 505.
     pub fn status(&self) -> u16 {
         match self {

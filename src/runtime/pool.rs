@@ -346,8 +346,8 @@ impl Pool {
         if !self.begin(job, id) {
             return After::Serve;
         }
-        let resp = match catch_unwind(AssertUnwindSafe(|| self.runner.run(job))) {
-            Ok(r) => r,
+        let reply = match catch_unwind(AssertUnwindSafe(|| self.runner.run(job))) {
+            Ok(r) => Reply::Send(r, Source::Handler),
             Err(panic) => {
                 self.panics_total.fetch_add(1, Relaxed);
                 let what = LAST_PANIC.with(|p| p.borrow_mut().take()).unwrap_or_else(|| panic_text(&panic));
@@ -358,10 +358,10 @@ impl Pool {
                     "handler panicked id={} route={route} thread={id}: {what}; answered 500, thread kept",
                     job.req.id()
                 );
-                Refusal::Panic.response()
+                Reply::Refused(Refusal::Panic)
             }
         };
-        self.complete(job, id, resp)
+        self.complete(job, id, reply)
     }
 
     /// A worker takes `job` (`Queued → Running`). `false`: leave it: its deadline (or a drain's)
@@ -377,10 +377,11 @@ impl Pool {
         true
     }
 
-    /// The handler of `job` returned `resp`: finish the request (one swap says what happened
-    /// meanwhile) and say whether this thread goes on serving.
-    pub(crate) fn complete(&self, job: &Inflight, id: WorkerId, resp: Response) -> After {
-        match job.finish(resp.status()) {
+    /// The handler of `job` returned `reply` (a response, or a panic's 500): finish the request
+    /// (one swap says what happened meanwhile) and say whether this thread goes on serving.
+    pub(crate) fn complete(&self, job: &Inflight, id: WorkerId, reply: impl Into<Reply>) -> After {
+        let reply = reply.into();
+        match job.finish(reply.status()) {
             RequestState::Cancelling => {
                 // Honored (the watchdog logs and counts it). Either this thread keeps its place
                 // (the watchdog has not detached it, and now will not), or a stand-in has it.
@@ -393,7 +394,7 @@ impl Pool {
             }
             RequestState::Abandoned => {
                 let late = clock::secs(clock::now_ns().saturating_sub(job.cancel_ns.load(Acquire)));
-                let (route, status) = (self.routes.label(Some(job.route)), resp.status());
+                let (route, status) = (self.routes.label(Some(job.route)), reply.status());
                 warn!(
                     target: "vigil::pool",
                     event = "abandoned_finished", id = job.req.id(), route = route, thread:% = id,
@@ -406,7 +407,7 @@ impl Pool {
                 self.rejoin_or_exit(id, job)
             }
             _ => {
-                job.answer(Reply::Send(resp, Source::Handler));
+                job.answer(reply);
                 self.busy.fetch_sub(1, AcqRel);
                 After::Serve
             }

@@ -1,7 +1,6 @@
 //! The answers the server gives on its own, without (or instead of) a handler's: one enum,
 //! one status map, one place for their wording.
 
-use crate::http::response::Response;
 use crate::runtime::state::TimeoutReason;
 
 /// Who produced the answer to a request: the `source` of its access-log line.
@@ -67,6 +66,19 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
+    /// Every refusal.
+    pub const ALL: [Refusal; 9] = [
+        Refusal::QueueFull,
+        Refusal::Draining,
+        Refusal::TooManyConnections,
+        Refusal::QueuedPastDeadline,
+        Refusal::UpstreamDeadline,
+        Refusal::Timeout,
+        Refusal::Stall,
+        Refusal::ShutdownCancelled,
+        Refusal::Panic,
+    ];
+
     /// The refusal for a request the watchdog timed out for `reason`: `queued` says whether
     /// its handler had started.
     pub fn for_timeout(reason: TimeoutReason, queued: bool) -> Refusal {
@@ -113,42 +125,11 @@ impl Refusal {
             Refusal::Panic => "internal server error",
         }
     }
-
-    /// The response: status, text body, and `Retry-After: 1` on the 503s (the client may retry
-    /// elsewhere or a moment later).
-    pub fn response(self) -> Response {
-        let resp = Response::error(self.status(), self.message());
-        if self.status() == 503 {
-            resp.with_header("Retry-After", "1")
-        } else {
-            resp
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_503_says_when_to_retry_and_other_refusals_do_not() {
-        for r in [
-            Refusal::QueueFull,
-            Refusal::Draining,
-            Refusal::TooManyConnections,
-            Refusal::QueuedPastDeadline,
-            Refusal::UpstreamDeadline,
-            Refusal::Timeout,
-            Refusal::Stall,
-            Refusal::ShutdownCancelled,
-            Refusal::Panic,
-        ] {
-            let resp = r.response();
-            assert_eq!(resp.status(), r.status());
-            assert_eq!(resp.header("retry-after").is_some(), r.status() == 503, "{r:?}");
-            assert_eq!(resp.body(), format!("{}\n", r.message()).as_bytes());
-        }
-    }
 
     #[test]
     fn timeouts_map_to_503_before_the_handler_ran_and_504_after() {

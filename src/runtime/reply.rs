@@ -16,24 +16,34 @@ pub(crate) const CLIENT_CLOSED_REQUEST: u16 = 499;
 pub(crate) enum Reply {
     /// Send this response, produced by `Source`.
     Send(Response, Source),
+    /// Send the server's own answer (rendered by the connection, in the app's format if it has
+    /// one: the watchdog and the pool never run the app's renderer).
+    Refused(Refusal),
     /// The client went away (the watchdog found its connection closed): send nothing, log and
     /// count the request as 499, and close the connection.
     ClientGone,
 }
 
 impl From<Refusal> for Reply {
-    /// The server's own answer: its response, produced by its source.
+    /// The server's own answer.
     fn from(r: Refusal) -> Reply {
-        Reply::Send(r.response(), r.source())
+        Reply::Refused(r)
+    }
+}
+
+/// A handler's response.
+impl From<Response> for Reply {
+    fn from(r: Response) -> Reply {
+        Reply::Send(r, Source::Handler)
     }
 }
 
 impl Reply {
     /// The status the client gets (or, for `ClientGone`, the 499 that is logged).
-    #[cfg(test)]
     pub fn status(&self) -> u16 {
         match self {
             Reply::Send(r, _) => r.status(),
+            Reply::Refused(r) => r.status(),
             Reply::ClientGone => CLIENT_CLOSED_REQUEST,
         }
     }

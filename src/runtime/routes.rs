@@ -35,6 +35,9 @@ pub(crate) struct RouteInfo {
 #[derive(Debug, Default)]
 pub(crate) struct RouteTable {
     routes: Vec<RouteInfo>,
+    /// The last entry stands for requests the router refused that go through the pool anyway
+    /// (the app has hooks to run for them).
+    unmatched: bool,
 }
 
 impl RouteTable {
@@ -42,7 +45,26 @@ impl RouteTable {
     pub const UNMATCHED: &'static str = "unmatched";
 
     pub fn new(routes: Vec<RouteInfo>) -> Self {
-        RouteTable { routes }
+        RouteTable { routes, unmatched: false }
+    }
+
+    /// Adds the entry for requests the router refused, which run the app's hooks on a worker
+    /// under `timeout` (the server's default).
+    pub fn with_unmatched(mut self, timeout: Duration) -> Self {
+        let info = RouteInfo { method: "*".into(), pattern: Self::UNMATCHED.into(), timeout, stall: None };
+        self.routes.push(info);
+        self.unmatched = true;
+        self
+    }
+
+    /// The entry for requests the router refused, if there is one.
+    pub fn unmatched(&self) -> Option<RouteId> {
+        self.unmatched.then(|| RouteId::new(self.routes.len() - 1))
+    }
+
+    /// Whether `id` is one of the app's own routes (not the entry for refused requests).
+    pub fn is_app_route(&self, id: RouteId) -> bool {
+        Some(id) != self.unmatched()
     }
 
     pub fn get(&self, id: RouteId) -> &RouteInfo {
@@ -52,6 +74,12 @@ impl RouteTable {
     /// The route's pattern, or [`UNMATCHED`](Self::UNMATCHED).
     pub fn label(&self, id: Option<RouteId>) -> &str {
         id.map_or(Self::UNMATCHED, |id| &self.get(id).pattern)
+    }
+
+    /// `Some(id)` for one of the app's own routes, `None` for the entry for refused requests
+    /// (metrics count those as unmatched).
+    pub fn app_route(&self, id: RouteId) -> Option<RouteId> {
+        self.is_app_route(id).then_some(id)
     }
 
     pub fn len(&self) -> usize {

@@ -342,11 +342,16 @@ impl Conn<'_> {
 
         let (route, params) = match shared.app.find(method, path) {
             Routed::Found { route, params } => (route, params),
-            Routed::Answer(resp) => return self.answer_directly(resp, &head, &seen, false, Source::Router),
+            // With hooks, the refusal goes through the pool so that they run for it too.
+            Routed::Answer(resp) => match shared.routes.unmatched() {
+                Some(route) => (route, Vec::new()),
+                None => return self.answer_directly(resp, &head, &seen, false, Source::Router),
+            },
         };
         if shared.lifecycle.past_graceful_timeout(t0) {
             shared.metrics.reject(Rejected::Draining);
-            return self.answer_directly(Refusal::Draining.response(), &head, &seen, true, Source::Drain);
+            let resp = shared.app.answers().refusal(Refusal::Draining);
+            return self.answer_directly(resp, &head, &seen, true, Source::Drain);
         }
         let has_body = head.framing != BodyFraming::None;
         let body = match self.read_body(&head) {
@@ -413,8 +418,12 @@ impl Conn<'_> {
     fn respond(&mut self, job: &Inflight, reply: Reply, keep: (bool, bool, bool), t0: u64) -> Result<bool, Stop> {
         let shared = self.shared;
         let (keep_alive, http10, head_only) = keep;
+        let unmatched = !shared.routes.is_app_route(job.route);
         let (resp, source) = match reply {
+            // A request the router refused, run through the pool for the app's hooks.
+            Reply::Send(resp, Source::Handler) if unmatched => (resp, Source::Router),
             Reply::Send(resp, source) => (resp, source),
+            Reply::Refused(r) => (shared.app.answers().refusal(r), r.source()),
             Reply::ClientGone => return Err(self.client_gone(job, t0)),
         };
         let close = !keep_alive
@@ -426,12 +435,13 @@ impl Conn<'_> {
         let elapsed = Duration::from_nanos(now.saturating_sub(t0));
         let timeout = shared.routes.get(job.route).timeout;
         let budget = now.saturating_sub(job.start_ns) as f64 / timeout.as_nanos().max(1) as f64;
-        shared.metrics.response(Some(job.route), job.req.method(), resp.status(), elapsed, Some(budget));
+        let (route, budget) = if unmatched { (None, None) } else { (Some(job.route), Some(budget)) };
+        shared.metrics.response(route, job.req.method(), resp.status(), elapsed, budget);
         let ran_at = job.run_start_ns.load(Relaxed);
         if ran_at != 0 {
             shared.metrics.queue_wait(Duration::from_nanos(ran_at.saturating_sub(job.start_ns)));
         }
-        if budget >= 0.8 || access::enabled(&shared.settings) {
+        if budget.is_some_and(|b| b >= 0.8) || access::enabled(&shared.settings) {
             self.log_request(job, resp.status(), source, elapsed, budget);
         }
         Ok(!close)
@@ -445,8 +455,9 @@ impl Conn<'_> {
         let now = clock::now_ns();
         let elapsed = Duration::from_nanos(now.saturating_sub(t0));
         let info = s.routes.get(job.route);
-        let budget = now.saturating_sub(job.start_ns) as f64 / info.timeout.as_nanos().max(1) as f64;
-        s.metrics.response(Some(job.route), job.req.method(), CLIENT_CLOSED_REQUEST, elapsed, Some(budget));
+        let route = s.routes.app_route(job.route);
+        let budget = route.map(|_| now.saturating_sub(job.start_ns) as f64 / info.timeout.as_nanos().max(1) as f64);
+        s.metrics.response(route, job.req.method(), CLIENT_CLOSED_REQUEST, elapsed, budget);
         debug!("{}: client of id={} went away before its answer (499); closing", self.peer, job.req.id());
         if access::enabled(&s.settings) {
             self.log_request(job, CLIENT_CLOSED_REQUEST, Source::Client, elapsed, budget);
@@ -462,11 +473,11 @@ impl Conn<'_> {
     /// The access line of a request that reached the pool, and the warning for one that used
     /// 80 % or more of its budget.
     #[inline(never)]
-    fn log_request(&self, job: &Inflight, status: u16, source: Source, elapsed: Duration, budget: f64) {
+    fn log_request(&self, job: &Inflight, status: u16, source: Source, elapsed: Duration, budget: Option<f64>) {
         let s = &self.shared;
         let info = s.routes.get(job.route);
         let route = &*info.pattern;
-        if budget >= 0.8 && source == Source::Handler {
+        if let Some(budget) = budget.filter(|&b| b >= 0.8 && source == Source::Handler) {
             let budget_seconds = info.timeout.as_secs_f64();
             warn!(
                 event = "budget_warning", id = job.req.id(), route = route, used = budget, budget_seconds = budget_seconds;
@@ -485,7 +496,7 @@ impl Conn<'_> {
                 route,
                 status,
                 duration: elapsed,
-                budget: Some(budget),
+                budget,
                 id: job.req.id(),
                 worker: job.worker.load(Relaxed),
                 source,
@@ -683,7 +694,7 @@ impl Conn<'_> {
             Some(seen) => seen.head_only,
             None => access::is_head_request(self.avail()),
         };
-        let resp = Response::error(status, message);
+        let resp = s.app.answers().get(status, message);
         let framing = Framing { head_only, close: true, http10: false, request_id: Some(id) };
         encode(&resp, &framing, &mut self.wbuf);
         let elapsed = match (seen, fault) {

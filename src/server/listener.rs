@@ -186,7 +186,7 @@ fn refuse(mut stream: may::net::TcpStream, peer: SocketAddr, shared: &Shared) {
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
     let mut out = Vec::with_capacity(256);
     let refusal = Refusal::TooManyConnections;
-    let resp = refusal.response();
+    let resp = shared.app.answers().refusal(refusal);
     encode(&resp, &Framing { head_only: false, close: true, http10: false, request_id: None }, &mut out);
     shared.metrics.response(None, "other", resp.status(), Duration::ZERO, None);
     if access::enabled(&shared.settings) {

@@ -195,6 +195,9 @@ impl Server {
         }
         configure_runtime();
         let routes = Arc::new(app.route_table(settings.timeout));
+        // The app's rendering of the server's own answers is user code: it runs here, on the
+        // thread that starts the server, never on a coroutine or the watchdog.
+        let _ = app.answers();
         let app = Arc::new(app);
         let limits = Limits {
             request_line: settings.limit_request_line,
