@@ -73,3 +73,56 @@ fn windows_service_example_runs_in_the_foreground_elsewhere_and_drains_on_sigter
     assert!(text.contains("svc: running in the foreground") && text.contains("drain complete"), "{text}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn json_service_example_speaks_json_everywhere_and_its_cancellable_upstream_call_keeps_the_pool() {
+    let ex = ServerProc::start_example("json_service", &["--bind", "127.0.0.1:0", "--admin-bind", "127.0.0.1:0"]);
+    let admin = ex.admin();
+    let send = |req: String| raw(ex.addr, req.as_bytes()).unwrap();
+    let auth = "Authorization: Bearer demo\r\n";
+    let get = |path: &str, headers: &str| {
+        send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n{headers}Connection: close\r\n\r\n"))
+    };
+    let post = |ct: &str, body: &str| {
+        send(format!(
+            "POST /users HTTP/1.1\r\nHost: t\r\n{auth}Content-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ))
+    };
+    let json = |r: &Resp| -> serde_json::Value {
+        assert_eq!(r.header("content-type"), Some("application/json"), "{r:?}");
+        assert_eq!(r.header("x-service"), Some("users"), "the after hook ran: {r:?}");
+        serde_json::from_slice(&r.body).unwrap()
+    };
+    // The before hook: no token, no service (for paths that do not exist too).
+    let r = get("/users/1", "");
+    assert_eq!((r.status, json(&r)["error"].as_str()), (401, Some("missing or wrong bearer token")));
+    assert_eq!(get("/nope", "").status, 401);
+    // Handlers, the app's error type, req.json().
+    let r = get("/users/1", auth);
+    assert_eq!((r.status, json(&r)["name"].as_str()), (200, Some("ada")));
+    let r = get("/users/9", auth);
+    assert_eq!((r.status, json(&r)["error"].as_str()), (404, Some("no such user")));
+    let r = get("/users/x", auth);
+    assert_eq!(r.status, 422);
+    json(&r);
+    let r = post("application/json", r#"{"name":"grace"}"#);
+    assert_eq!((r.status, json(&r)["id"].as_u64()), (201, Some(2)));
+    assert_eq!(post("text/plain", r#"{"name":"x"}"#).status, 415);
+    let r = post("application/json", r#"{"nom":"x"}"#);
+    assert_eq!(r.status, 400);
+    assert!(json(&r)["error"].as_str().unwrap().contains("missing field `name`"), "{r:?}");
+    // The server's own answers, in the app's format: the router's (through the hooks) ...
+    let r = get("/nope", auth);
+    assert_eq!((r.status, json(&r)["error"].as_str()), (404, Some("not found")));
+    // ... and the watchdog's: the upstream takes 5 s, /search's deadline is 1 s.
+    let r = get("/search?q=x&upstream_ms=5000", auth);
+    assert_eq!(r.status, 504);
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["status"], 504);
+    // The on_cancel guard shut the upstream call, the handler returned in time, and a quick
+    // search afterwards gets a fresh connection.
+    assert!(wait_for(Duration::from_secs(5), || metric(admin, "vigil_cancellations_honored_total") == 1.0));
+    assert_eq!(metric(admin, "vigil_threads_abandoned_total"), 0.0);
+    let r = get("/search?q=x&upstream_ms=10", auth);
+    assert_eq!((r.status, json(&r)["results"][0].as_str()), (200, Some("found after 10 ms")));
+}
