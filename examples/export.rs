@@ -30,7 +30,7 @@ fn export(req: &Request, ctx: &Ctx) -> Result<Response, Error> {
 }
 
 fn main() -> Result<(), vigil::StartError> {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,may=warn")).init();
+    vigil::logging::init(vigil::LogFormat::Text, false).expect("no other logger installed");
     let app = App::new().route(
         "GET",
         "/export",

@@ -10,7 +10,7 @@ use std::time::Duration;
 use vigil::{App, Ctx, Request, Response, Server, Settings};
 
 fn main() -> Result<(), vigil::StartError> {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,may=warn")).init();
+    vigil::logging::init(vigil::LogFormat::Text, false).expect("no other logger installed");
     let bind = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:0".into());
     let app = App::new()
         .get("/", |_: &Request, _: &Ctx| Response::text("hello"))

@@ -6,4 +6,6 @@
 pub mod bench;
 
 pub use crate::http::parse;
-pub use crate::settings::{parse_duration, parse_size, Cli, MIN_DEFAULT_BACKLOG};
+#[cfg(feature = "cli")]
+pub use crate::settings::Cli;
+pub use crate::settings::{parse_duration, parse_size, MIN_DEFAULT_BACKLOG};

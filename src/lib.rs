@@ -43,7 +43,9 @@ pub use http::request::{Request, RequestBuilder};
 pub use http::response::Response;
 pub use logging::LogFormat;
 pub use server::{Server, ServerHandle, ShutdownTrigger, StartError};
-pub use settings::{LoadedSettings, Mode, Origin, Settings, SettingsError};
+#[cfg(feature = "cli")]
+pub use settings::{LoadedSettings, Mode};
+pub use settings::{Origin, Settings, SettingsError};
 
 #[doc(hidden)]
 pub mod internals;

@@ -21,6 +21,10 @@
 //! whatever `RUST_LOG` says, and go through the same queue (the writer batches them, so logging
 //! every request costs no write syscall per request).
 
+// Without the `logger` feature only the formats, the access target and the helpers the server
+// uses are compiled in; the queue, its writer and the log file then have no user.
+#![cfg_attr(not(feature = "logger"), allow(dead_code, unused_imports))]
+
 use std::fmt::{self, Write as _};
 use std::io::Write;
 use std::str::FromStr;
@@ -101,6 +105,7 @@ struct Queue {
 
 static QUEUE: OnceLock<Queue> = OnceLock::new();
 
+#[cfg(feature = "logger")]
 /// Installs the process-wide logger and starts its writer thread. `access_log` turns on the
 /// `vigil::access` target at `info`. Fails if a logger was already installed.
 ///
@@ -114,6 +119,7 @@ pub fn init(format: LogFormat, access_log: bool) -> Result<(), log::SetLoggerErr
     init_with(format, access_log, Box::new(std::io::stderr()))
 }
 
+#[cfg(feature = "logger")]
 /// [`init`] with another sink than stderr: a [`LogFile`], a pipe, a test's buffer. The writer
 /// thread owns it; a write to it may block for as long as it likes without blocking any thread
 /// that logs.
@@ -157,6 +163,7 @@ pub fn init_with(format: LogFormat, access_log: bool, sink: Box<dyn Write + Send
     Ok(())
 }
 
+#[cfg(feature = "logger")]
 /// Whether a `RUST_LOG` spec has a directive for `module` (or one of its submodules).
 fn names_module(spec: &str, module: &str) -> bool {
     spec.split(',')
@@ -184,10 +191,12 @@ pub(crate) fn dropped_records() -> u64 {
     QUEUE.get().map_or(0, |q| q.dropped_total.load(Relaxed))
 }
 
+#[cfg(feature = "logger")]
 struct VigilLogger {
     inner: env_logger::Logger,
 }
 
+#[cfg(feature = "logger")]
 impl Log for VigilLogger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
         self.inner.enabled(metadata)

@@ -10,19 +10,67 @@
 //! Every CLI value reaches us as a string, so parsing and error messages are ours, not argh's:
 //! each error names the flag (`--threads: must be between 1 and 4096, got 0`).
 
+// Without the `cli` feature the parsers, file keys and environment names the table generates
+// for flags, files and variables have no user.
+#![cfg_attr(not(feature = "cli"), allow(dead_code))]
+
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+#[cfg(feature = "cli")]
 mod load;
-pub use load::{LoadedSettings, Mode, Origin};
+#[cfg(feature = "cli")]
+pub use load::{LoadedSettings, Mode};
 
 use crate::http::parse::{
     DEFAULT_MAX_BODY, DEFAULT_MAX_FIELDS, DEFAULT_MAX_FIELD_SIZE, DEFAULT_MAX_HEAD_BYTES, DEFAULT_MAX_REQUEST_LINE,
 };
 pub use crate::logging::LogFormat;
+
+/// Where a setting's value came from.
+///
+/// Displays as `default`, the flag (`--threads`), the variable (`VIGIL_THREADS`, `PORT`) or the
+/// file and line (`vigil.toml:3`).
+///
+/// ```
+/// # #[cfg(feature = "cli")] {
+/// use vigil::{Origin, Settings};
+///
+/// let loaded = Settings::load(&["--threads", "3"], [("VIGIL_TIMEOUT", "2s")]).unwrap();
+/// assert_eq!(loaded.origin("threads"), &Origin::Flag("--threads".into()));
+/// assert_eq!(loaded.origin("timeout").to_string(), "VIGIL_TIMEOUT");
+/// assert_eq!(loaded.origin("keepalive"), &Origin::Default);
+/// # }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The built-in default.
+    Default,
+    /// A command-line flag: `--threads`.
+    Flag(String),
+    /// An environment variable: `VIGIL_THREADS`, or `PORT` for the bind address.
+    Env(String),
+    /// A line of the `--config` file.
+    File {
+        /// The file as named on the command line or in `VIGIL_CONFIG`.
+        path: PathBuf,
+        /// 1-based line of the key.
+        line: usize,
+    },
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => f.write_str("default"),
+            Origin::Flag(name) | Origin::Env(name) => f.write_str(name),
+            Origin::File { path, line } => write!(f, "{}:{line}", path.display()),
+        }
+    }
+}
 
 /// The settings table. Each row reads
 /// `field: type = default [=> default as documented], value kind, accepted values;`
@@ -224,6 +272,7 @@ macro_rules! generate_settings {
             }
         }
 
+        #[cfg(feature = "cli")]
         impl Cli {
             /// The settings given as flags: (name, text), in table order.
             fn given(&self) -> Vec<(&'static str, &str)> {
@@ -237,6 +286,7 @@ macro_rules! generate_settings {
             }
         }
 
+        #[cfg(feature = "cli")]
         impl TryFrom<Cli> for Settings {
             type Error = SettingsError;
 
@@ -280,6 +330,7 @@ macro_rules! generate_cli {
         /// let cli = Cli { threads: Some("3".into()), ..Cli::default() };
         /// assert_eq!(Settings::try_from(cli).unwrap().get_threads(), 3);
         /// ```
+        #[cfg(feature = "cli")]
         #[derive(argh::FromArgs, Debug, Default)]
         #[argh(description = "HTTP/1.1 application server whose watchdog cancels hung requests, \
                               answers 504 and replaces stuck threads. Settings come from flags, \
@@ -542,6 +593,7 @@ impl Settings {
     ///
     /// An unknown flag or a bad value is an error naming the flag; `--help` is
     /// [`SettingsError::Help`] with the help text.
+    #[cfg(feature = "cli")]
     pub fn from_args(args: &[&str]) -> Result<Settings, SettingsError> {
         Settings::load(args, std::iter::empty::<(&str, &str)>()).map(|loaded| loaded.settings)
     }
@@ -564,6 +616,7 @@ impl Settings {
     /// assert_eq!(loaded.settings.get_bind(), "0.0.0.0:5000".parse().unwrap());
     /// assert_eq!(loaded.origin("bind"), &Origin::Env("PORT".into()));
     /// ```
+    #[cfg(feature = "cli")]
     pub fn load<K, V>(args: &[&str], env: impl IntoIterator<Item = (K, V)>) -> Result<LoadedSettings, SettingsError>
     where
         K: AsRef<std::ffi::OsStr>,
@@ -595,6 +648,7 @@ impl Settings {
     /// error, prints `vigil: <error>` and a hint to stderr and exits with 2; on
     /// `--print-config`, prints the effective settings and exits with 0; on `--check-config`,
     /// prints that they are valid (and any warnings, to stderr) and exits with 0.
+    #[cfg(feature = "cli")]
     pub fn from_env_args_or_exit() -> Settings {
         let args: Result<Vec<String>, _> = std::env::args_os().skip(1).map(|a| a.into_string()).collect();
         let result = match &args {
@@ -712,6 +766,7 @@ impl Row {
 }
 
 /// argh's help with a short usage line, followed by every default and value format.
+#[cfg(feature = "cli")]
 fn help_text(argh_help: &str) -> String {
     // argh's usage line lists every flag; the options below already do.
     let options = argh_help.split_once("\n\n").map_or(argh_help, |(_usage, rest)| rest);

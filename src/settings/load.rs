@@ -10,58 +10,17 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use toml::de::{DeTable, DeValue};
 
-use super::{env_name, flag, Cli, Settings, SettingsError, ENV_PREFIX, FIELDS};
+use super::{env_name, flag, Cli, Origin, Settings, SettingsError, ENV_PREFIX, FIELDS};
 
 /// The variable that names the config file when `--config` does not.
 const CONFIG_ENV: &str = "VIGIL_CONFIG";
 /// The variable platforms such as Heroku and Cloud Run set to the port to listen on.
 const PORT_ENV: &str = "PORT";
-
-/// Where a setting's value came from.
-///
-/// Displays as `default`, the flag (`--threads`), the variable (`VIGIL_THREADS`, `PORT`) or the
-/// file and line (`vigil.toml:3`).
-///
-/// ```
-/// use vigil::{Origin, Settings};
-///
-/// let loaded = Settings::load(&["--threads", "3"], [("VIGIL_TIMEOUT", "2s")]).unwrap();
-/// assert_eq!(loaded.origin("threads"), &Origin::Flag("--threads".into()));
-/// assert_eq!(loaded.origin("timeout").to_string(), "VIGIL_TIMEOUT");
-/// assert_eq!(loaded.origin("keepalive"), &Origin::Default);
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Origin {
-    /// The built-in default.
-    Default,
-    /// A command-line flag: `--threads`.
-    Flag(String),
-    /// An environment variable: `VIGIL_THREADS`, or `PORT` for the bind address.
-    Env(String),
-    /// A line of the `--config` file.
-    File {
-        /// The file as named on the command line or in `VIGIL_CONFIG`.
-        path: PathBuf,
-        /// 1-based line of the key.
-        line: usize,
-    },
-}
-
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Origin::Default => f.write_str("default"),
-            Origin::Flag(name) | Origin::Env(name) => f.write_str(name),
-            Origin::File { path, line } => write!(f, "{}:{line}", path.display()),
-        }
-    }
-}
 
 /// What the `vigil` binary was asked to do with its settings.
 ///
