@@ -1,9 +1,10 @@
 //! Throughput against references measured in the same run (`harness = false`):
 //!
-//! * **plaintext**: vigil's demo app (`Server::start`, port 0, admin off, default settings) and
-//!   a raw `may_minihttp` hello server, both in this process, loaded in turn by the `vigil-bench` engine (64 keep-alive connections); prints
-//!   vigil / may_minihttp in 2xx responses per second, per round and overall (target ≥ 0.85,
-//!   aim ≥ 0.95);
+//! * **plaintext**: vigil's demo app (`Server::start`, port 0, admin off, default settings), a
+//!   raw `may_minihttp` hello server and the **bare hop** (`compare/bare_hop.rs`: vigil's
+//!   coroutine → crossbeam → 8 OS threads → reply slot path with no HTTP work), all in this
+//!   process, loaded in turn by the `vigil-bench` engine (64 keep-alive connections); prints
+//!   vigil / may_minihttp and vigil / bare hop in 2xx responses per second, per round and overall;
 //! * **blocking**: vigil with `threads(64)` serving `/block?ms=20`, as a fraction of the ideal
 //!   64 × 1000 / 20 = 3,200 req/s (target ≥ 0.90);
 //! * **gunicorn**, when the `gunicorn` command works (or `VIGIL_GUNICORN` names one): the same two
@@ -16,6 +17,8 @@
 //! Short by default (3 rounds × 1 s). `VIGIL_BENCH_LONG=1`: 3 rounds × 3 s. Overrides:
 //! `VIGIL_COMPARE_ROUNDS`, `VIGIL_COMPARE_SECS`, `VIGIL_COMPARE_CONNECTIONS`.
 
+#[path = "compare/bare_hop.rs"]
+mod bare_hop;
 #[allow(dead_code)]
 #[path = "../src/bin/vigil-bench/client.rs"]
 mod client;
@@ -169,6 +172,7 @@ fn main() {
     let mini_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let _mini = HelloFactory.start(mini_addr).expect("start may_minihttp");
     assert!(wait_listening(mini_addr, Duration::from_secs(5)), "may_minihttp did not start");
+    let bare_addr = bare_hop::start(8);
 
     if let Ok(v) = std::env::var("VIGIL_COMPARE_SERVE") {
         // Cross-check mode: serve for this many seconds so another client (wrk) can load them.
@@ -176,20 +180,23 @@ fn main() {
         println!("vigil (defaults) http://{}", vigil_default.local_addr());
         println!("vigil --threads 64 http://{}", vigil_64.local_addr());
         println!("may_minihttp http://{mini_addr}");
+        println!("bare hop http://{bare_addr}");
         std::thread::sleep(Duration::from_secs(secs));
         return;
     }
     let vigil_t = target(vigil_default.local_addr(), "/");
     let mini_t = target(mini_addr, "/");
-    let servers: [(&str, &Target); 2] = [("may_minihttp", &mini_t), ("vigil (defaults)", &vigil_t)];
-    let mut ok_sums = [0.0f64; 2];
-    let mut non_2xx = [0u64; 2];
+    let bare_t = target(bare_addr, "/");
+    let servers: [(&str, &Target); 3] =
+        [("may_minihttp", &mini_t), ("bare hop", &bare_t), ("vigil (defaults)", &vigil_t)];
+    let mut ok_sums = [0.0f64; 3];
+    let mut non_2xx = [0u64; 3];
     println!("\nplaintext (GET /); ratios use 2xx responses/s (a 503 \"queue full\" is not served):");
     for round in 1..=rounds as usize {
         // Rotate who goes first, so drift does not favour one side.
-        let mut ok = [0.0f64; 2];
-        for k in 0..2 {
-            let i = (k + round - 1) % 2;
+        let mut ok = [0.0f64; 3];
+        for k in 0..3 {
+            let i = (k + round - 1) % 3;
             let (name, t) = servers[i];
             let r = client::run_simple(t, &load);
             println!("  round {round} {}", line(name, &r));
@@ -197,21 +204,27 @@ fn main() {
             let tot = r.total();
             non_2xx[i] += tot.responses() - tot.ok();
         }
-        for i in 0..2 {
+        for i in 0..3 {
             ok_sums[i] += ok[i];
         }
-        println!("  round {round} 2xx ratio to may_minihttp: vigil (defaults) {:.3}", ok[1] / ok[0].max(1e-9));
+        println!(
+            "  round {round} vigil (defaults) 2xx ratio: to may_minihttp {:.3}, to the bare hop {:.3}",
+            ok[2] / ok[0].max(1e-9),
+            ok[2] / ok[1].max(1e-9)
+        );
     }
     let n = rounds as f64;
     println!(
-        "plaintext 2xx/s (means): may_minihttp {:.0}, vigil (defaults) {:.0} ({} non-2xx in all)",
+        "plaintext 2xx/s (means): may_minihttp {:.0}, bare hop {:.0}, vigil (defaults) {:.0} ({} non-2xx in all)",
         ok_sums[0] / n,
         ok_sums[1] / n,
-        non_2xx[1]
+        ok_sums[2] / n,
+        non_2xx[2]
     );
     println!(
-        "plaintext ratio to may_minihttp: vigil (defaults) {:.3} (target ≥ 0.85, aim ≥ 0.95)",
-        ok_sums[1] / ok_sums[0].max(1e-9)
+        "plaintext ratio of vigil (defaults): to may_minihttp {:.3}, to the bare hop {:.3}",
+        ok_sums[2] / ok_sums[0].max(1e-9),
+        ok_sums[2] / ok_sums[1].max(1e-9)
     );
 
     println!("\nblocking (GET /block?ms=20, vigil threads 64):");
