@@ -472,7 +472,7 @@ fn status(shared: &Shared) -> serde_json::Value {
         "live_reason": live.err(),
         "ready": ready.is_ok(),
         "ready_reason": ready.err(),
-        "draining": shared.lifecycle.is_draining(),
+        "draining": shared.lifecycle.is_draining() || shared.lifecycle.drain_requested(),
         "draining_for": shared.lifecycle.drain_started_ns().map(|t| clock::secs(clock::now_ns().saturating_sub(t))),
         "uptime": m.uptime_secs(),
         "pool": {
