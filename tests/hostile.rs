@@ -554,28 +554,41 @@ fn a_vanished_client_is_logged_once_however_long_its_handler_ignores_the_cancell
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-fn demo_parameters_are_clamped_to_their_maxima_and_garbage_is_a_400() {
+fn demo_parameters_above_their_maxima_and_garbage_are_a_400() {
     use common::demo::{bounded_param, MAX_MS};
     let param = |q: &str| {
         let req = vigil::Request::builder("GET", &format!("/x?{q}")).build();
-        bounded_param(&req, "n", 7, MAX_MS).map_err(|e| e.status())
+        bounded_param(&req, "n", 7, MAX_MS).map_err(|e| (e.status(), e.message().to_string()))
     };
     assert_eq!(param(""), Ok(7));
     assert_eq!(param("n=42"), Ok(42));
-    assert_eq!(param(&format!("n={}", MAX_MS + 1)), Ok(MAX_MS));
-    assert_eq!(param("n=18446744073709551615"), Ok(MAX_MS), "u64::MAX");
-    assert_eq!(param("n=99999999999999999999999999"), Ok(MAX_MS), "past u64");
+    assert_eq!(param(&format!("n={MAX_MS}")), Ok(MAX_MS));
+    let too_large = Err((400, format!("query parameter n is too large (at most {MAX_MS})")));
+    assert_eq!(param(&format!("n={}", MAX_MS + 1)), too_large);
+    assert_eq!(param("n=18446744073709551615"), too_large, "u64::MAX");
+    assert_eq!(param("n=99999999999999999999999999"), too_large, "past u64");
     for bad in ["n=-1", "n=1.5", "n=abc", "n=", "n=+3", "n=1e3"] {
-        assert_eq!(param(bad), Err(400), "{bad}");
+        assert_eq!(param(bad).map_err(|e| e.0), Err(400), "{bad}");
     }
     // Through the server: no overflow (a panic would be a 500), no endless spin.
-    let srv = demo_server(settings().timeout(Duration::from_millis(300)).cancel_grace(Duration::from_millis(50)));
+    let srv = demo_server(settings());
     let addr = srv.local_addr();
-    for path in ["/spin?ms=18446744073709551615", "/sleep?ms=99999999999999999999", "/block?ms=18446744073709551615"] {
-        assert_eq!(get(addr, path).status, 504, "{path}");
+    for path in [
+        "/spin?ms=18446744073709551615",
+        "/sleep?ms=99999999999999999999",
+        "/block?ms=600001",
+        "/cooperative-spin?ms=18446744073709551615",
+        "/report?secs=3601",
+        "/report?pause_ms=600001",
+        "/bytes?n=268435457",
+    ] {
+        let r = get(addr, path);
+        assert_eq!(r.status, 400, "{path}: {}", r.text());
+        assert!(r.text().contains("is too large (at most"), "{path}: {}", r.text());
     }
     assert_eq!(get(addr, "/sleep?ms=nope").status, 400);
     assert_eq!(get(addr, "/report?secs=-1").status, 400);
-    let r = get(addr, "/bytes?n=5");
-    assert_eq!(r.body, b"xxxxx");
+    assert_eq!(get(addr, "/sleep?ms=1").text(), "slept 1 ms");
+    assert_eq!(get(addr, "/bytes?n=5").body, b"xxxxx");
+    srv.stop();
 }
