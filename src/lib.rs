@@ -42,7 +42,8 @@ pub use http::request::JsonError;
 pub use http::request::{Request, RequestBuilder};
 pub use http::response::Response;
 pub use logging::LogFormat;
-pub use server::{Server, ServerHandle, ShutdownTrigger, StartError};
+pub use runtime::threads::AbandonedPriority;
+pub use server::{Server, ServerHandle, ShutdownTrigger, StartError, StopCause, EXIT_THREAD_CEILING};
 #[cfg(feature = "cli")]
 pub use settings::{LoadedSettings, Mode};
 pub use settings::{Origin, Settings, SettingsError};

@@ -759,6 +759,23 @@ impl OncePerSecond {
             None
         }
     }
+
+    /// For a summary line once the burst is over: `Some(n)` if `n > 0` occurrences were held
+    /// back and the last line let through is a second old or more (the summary then counts as
+    /// that second's line). `None` otherwise.
+    pub(crate) fn summary(&self, now_ns: u64) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.suppressed.load(Relaxed) == 0 {
+            return None;
+        }
+        let last = self.last_ns.load(Relaxed);
+        let due = last == u64::MAX || now_ns.saturating_sub(last) >= 1_000_000_000;
+        if due && self.last_ns.compare_exchange(last, now_ns, Relaxed, Relaxed).is_ok() {
+            Some(self.suppressed.swap(0, Relaxed)).filter(|&n| n > 0)
+        } else {
+            None
+        }
+    }
 }
 
 #[cfg(test)]
@@ -773,5 +790,19 @@ mod once_per_second_tests {
         assert_eq!(l.allow(999_999_999), None);
         assert_eq!(l.allow(1_000_000_005), Some(2));
         assert_eq!(l.allow(1_000_000_006), None);
+    }
+
+    #[test]
+    fn a_summary_counts_what_a_burst_held_back_once_it_is_a_second_old() {
+        let l = OncePerSecond::new();
+        assert_eq!(l.summary(1), None, "nothing held back");
+        assert_eq!(l.allow(10), Some(0));
+        for t in 11..20 {
+            assert_eq!(l.allow(t), None);
+        }
+        assert_eq!(l.summary(500_000_000), None, "not a second yet");
+        assert_eq!(l.summary(1_000_000_010), Some(9));
+        assert_eq!(l.summary(3_000_000_000), None, "said once");
+        assert_eq!(l.allow(1_500_000_000), None, "the summary was that second's line");
     }
 }

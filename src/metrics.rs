@@ -113,6 +113,8 @@ pub(crate) struct Snapshot {
     pub requests_in_flight: usize,
     /// Log records dropped by the log writer's queue and by the watchdog's offload queue.
     pub log_records_dropped: u64,
+    /// Failed `accept` calls on the public listener.
+    pub accept_errors: u64,
 }
 
 /// The request counters and histograms of one server, bumped on the hot path. Series are
@@ -272,7 +274,7 @@ impl Metrics {
             vec![(Vec::new(), self.queue_wait.snapshot())],
         ));
         let (p, w) = (&snap.pool, &snap.watchdog);
-        let counters: [(&'static str, &'static str, u64); 9] = [
+        let counters: [(&'static str, &'static str, u64); 11] = [
             (
                 "vigil_cancellations_honored_total",
                 "Cancelled handlers that returned within the grace period.",
@@ -294,7 +296,17 @@ impl Metrics {
                 "Worker threads that could not be started (retried every watchdog tick).",
                 p.spawn_failures_total,
             ),
+            (
+                "vigil_thread_ceiling_refusals_total",
+                "Cancelled requests whose thread got no stand-in because --max-threads handler threads were alive.",
+                p.ceiling_refusals_total,
+            ),
             ("vigil_handler_panics_total", "Handler panics (each answered 500).", p.panics_total),
+            (
+                "vigil_accept_errors_total",
+                "Failed accepts on the public listener (e.g. no file descriptors left); accepting backs off from 5 ms to 1 s.",
+                snap.accept_errors,
+            ),
             (
                 "vigil_client_disconnects_total",
                 "Requests whose client went away while the handler ran (their token was fired).",
@@ -318,8 +330,19 @@ impl Metrics {
                 f.push(Family::gauge(name, help, Num::Int(v as i64)));
             }
         }
-        let gauges: [(&'static str, &'static str, usize); 8] = [
+        f.push(Family {
+            name: "vigil_abandoned_cpu_seconds_total",
+            help: "CPU time abandoned threads used after they were abandoned (the running ones read at scrape time).",
+            series: Series::CounterFloat(p.abandoned_cpu.as_secs_f64()),
+        });
+        let gauges: [(&'static str, &'static str, usize); 10] = [
             ("vigil_threads_abandoned_alive", "Abandoned threads still running their handler.", p.abandoned_alive),
+            (
+                "vigil_handler_threads",
+                "Handler threads alive: live workers plus cancelled and abandoned threads (at most vigil_thread_ceiling).",
+                p.alive,
+            ),
+            ("vigil_thread_ceiling", "Most handler threads alive at once (--max-threads).", p.max_threads),
             ("vigil_worker_threads", "Live worker threads in the pool.", p.live),
             ("vigil_worker_threads_busy", "Worker threads running a handler.", p.busy),
             (
@@ -380,6 +403,8 @@ enum Num {
 #[derive(Debug)]
 enum Series {
     Counter(Vec<(Labels, u64)>),
+    /// A counter of seconds, without labels.
+    CounterFloat(f64),
     Gauge(Num),
     Histogram(Vec<(Labels, HistogramSnapshot)>),
 }
@@ -422,6 +447,11 @@ impl Collector for Scrape {
                     for (labels, v) in series {
                         m.encode_family(labels)?.encode_counter::<NoLabelSet, u64, u64>(v, None)?;
                     }
+                }
+                Series::CounterFloat(v) => {
+                    let name = fam.name.strip_suffix("_total").unwrap_or(fam.name);
+                    let mut m = encoder.encode_descriptor(name, fam.help, None, MetricType::Counter)?;
+                    m.encode_counter::<NoLabelSet, f64, f64>(v, None)?;
                 }
                 Series::Gauge(v) => {
                     let mut m = encoder.encode_descriptor(fam.name, fam.help, None, MetricType::Gauge)?;
@@ -488,6 +518,8 @@ mod tests {
             "vigil_queue_depth 3",
             "vigil_worker_threads 4",
             "vigil_log_records_dropped_total 9",
+            "vigil_abandoned_cpu_seconds_total 0.0",
+            "vigil_thread_ceiling 0",
             "# TYPE process_start_time_seconds gauge",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");

@@ -83,8 +83,8 @@ pub enum ExitStatus {
     /// Could not start: invalid settings, or an address that can't be bound (in use, no
     /// permission).
     StartFailed = 1,
-    /// Planned (issue 10, "a hard ceiling on threads"): the server reached its thread ceiling,
-    /// drained what could still finish and exited so that its supervisor restarts it.
+    /// The server reached its thread ceiling (`--exit-on-thread-ceiling`), drained what could
+    /// still finish and exited so that its supervisor restarts it.
     /// [`EXIT_THREAD_CEILING`] is its code.
     ThreadCeiling = EXIT_THREAD_CEILING,
 }
@@ -92,12 +92,14 @@ pub enum ExitStatus {
 /// The exit code of [`ExitStatus::ThreadCeiling`]: 75, `EX_TEMPFAIL` in sysexits.h ("temporary
 /// failure, try again"), which no other path of vigil uses, so a supervisor or an alert can tell
 /// "restart me, the thread ceiling was reached" from a crash (101 is Rust's panic code) or a bad
-/// configuration (1, 2).
+/// configuration (1, 2). The same constant as [`crate::EXIT_THREAD_CEILING`] (defined once, with
+/// the server's [`StopCause`](crate::StopCause)).
 ///
 /// ```
 /// assert_eq!(vigil::service::EXIT_THREAD_CEILING, 75);
+/// assert_eq!(vigil::service::EXIT_THREAD_CEILING, vigil::EXIT_THREAD_CEILING);
 /// ```
-pub const EXIT_THREAD_CEILING: u8 = 75;
+pub use crate::server::EXIT_THREAD_CEILING;
 
 impl ExitStatus {
     /// The numeric exit code.

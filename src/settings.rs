@@ -29,6 +29,7 @@ use crate::http::parse::{
     DEFAULT_MAX_BODY, DEFAULT_MAX_FIELDS, DEFAULT_MAX_FIELD_SIZE, DEFAULT_MAX_HEAD_BYTES, DEFAULT_MAX_REQUEST_LINE,
 };
 pub use crate::logging::LogFormat;
+use crate::runtime::threads::AbandonedPriority;
 
 /// Where a setting's value came from.
 ///
@@ -110,6 +111,19 @@ macro_rules! settings_table {
             max_requests_jitter: u64 = 0, INT64, Any;
             /// abandoned threads still running above which the server reports not ready.
             max_abandoned: Option<usize> = None => "= threads", INT_OR_AUTO, Any;
+            /// most handler threads alive at once: workers, stand-ins, cancelled and abandoned
+            /// threads. At the ceiling no stand-in starts and readiness fails (README, "The thread
+            /// ceiling").
+            max_threads: Option<usize> = None => "threads + max-abandoned", INT_OR_AUTO, IfSet(Between(1, 65536));
+            /// when the thread ceiling has kept the pool short of workers for `--cancel-grace`:
+            /// drain, then exit with status 75 for a supervisor to restart the process.
+            exit_on_thread_ceiling: bool = false, SWITCH, Any;
+            /// CPU priority of an abandoned thread: `idle` (Linux `SCHED_IDLE`, Windows idle
+            /// priority), `lowest` (nice 19, Windows lowest) or `unchanged`.
+            abandoned_priority: AbandonedPriority = AbandonedPriority::Idle, PRIORITY, Any;
+            /// share of one CPU that all abandoned threads together may use, or `off` (Linux;
+            /// a thread over its part sleeps in a signal handler, `SIGRTMAX-1`).
+            abandoned_cpu: Option<f64> = Some(0.1), CPU_SHARE, IfSet(Between(0.001, 4096.0));
             /// how often the watchdog checks deadlines; a 504 is late by at most this.
             watchdog_tick: Duration = millis(10), DURATION, Between(millis(1), secs(1));
             /// longest request line in bytes; longer gets 414.
@@ -134,6 +148,12 @@ macro_rules! settings_table {
             trust_upstream_deadline: bool = false, SWITCH, Any;
             /// most open client connections; beyond it, new ones get 503 and are closed.
             max_connections: usize = 10_000, INT, AtLeast(1);
+            /// most open admin connections; beyond it, the longest-idle one is closed to make room.
+            admin_max_connections: usize = 64, INT, Between(1, 1024);
+            /// time an admin connection has for a whole request and its response, and to stay
+            /// idle between requests; past it the connection is closed (408 if a request was
+            /// under way).
+            admin_timeout: Duration = secs(5), DURATION, Between(millis(10), secs(300));
             /// log line format.
             log_format: LogFormat = LogFormat::Text, LOG_FORMAT, Any;
             /// log one line per request.
@@ -516,11 +536,34 @@ impl Settings {
         self.max_abandoned.unwrap_or(self.threads)
     }
 
+    /// The thread ceiling: `max_threads`, or `threads` + [`effective_max_abandoned`]
+    /// (so by default as many threads may be cancelled or abandoned as there are workers).
+    ///
+    /// ```
+    /// use vigil::Settings;
+    /// assert_eq!(Settings::default().threads(8).effective_max_threads(), 16);
+    /// assert_eq!(Settings::default().threads(8).max_abandoned(Some(2)).effective_max_threads(), 10);
+    /// assert_eq!(Settings::default().threads(8).max_threads(Some(12)).effective_max_threads(), 12);
+    /// ```
+    ///
+    /// [`effective_max_abandoned`]: Settings::effective_max_abandoned
+    pub fn effective_max_threads(&self) -> usize {
+        self.max_threads.unwrap_or(self.threads.saturating_add(self.effective_max_abandoned()))
+    }
+
     /// Checks every value against its range, and the settings against each other. The error
     /// names the flag: `--threads: must be between 1 and 4096, got 0`. [`Settings::from_args`]
     /// runs it too.
     pub fn validate(&self) -> Result<(), SettingsError> {
         self.check_ranges()?;
+        if let Some(max) = self.max_threads {
+            if max < self.threads {
+                return Err(SettingsError::invalid(
+                    "max_threads",
+                    format!("must be at least threads ({}), got {max}", self.threads),
+                ));
+            }
+        }
         if let Some(admin) = self.admin_bind {
             if admin == self.bind && admin.port() != 0 {
                 return Err(SettingsError::invalid("admin_bind", format!("must differ from bind, both are {admin}")));
@@ -563,6 +606,13 @@ impl Settings {
                 "--watchdog-tick {} is coarse for --timeout {}: a 504 may come up to one tick late",
                 show(&self.watchdog_tick),
                 show(&self.timeout)
+            ));
+        }
+        if self.max_threads.is_some_and(|m| m == self.threads) {
+            warnings.push(format!(
+                "--max-threads {} equals --threads: a cancelled thread never gets a stand-in, so \
+                 each hung request leaves the pool a worker short until its handler returns",
+                self.threads
             ));
         }
         if self.max_requests == 0 && self.max_requests_jitter > 0 {
@@ -930,6 +980,27 @@ const PATH_OR_STDERR: Kind<Option<PathBuf>> = Kind {
 };
 const LOG_FORMAT: Kind<LogFormat> =
     Kind { format: "`text` or `json`", parse: LogFormat::from_str, show: LogFormat::to_string, toml: Toml::Text };
+const PRIORITY: Kind<AbandonedPriority> = Kind {
+    format: "`idle`, `lowest` or `unchanged`",
+    parse: AbandonedPriority::from_str,
+    show: AbandonedPriority::to_string,
+    toml: Toml::Text,
+};
+const CPU_SHARE: Kind<Option<f64>> = Kind {
+    format: "number of CPUs or `off`",
+    parse: |s| {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        match s.parse::<f64>() {
+            Ok(v) if v.is_finite() && !s.contains(['e', 'E']) => Ok(Some(v)),
+            _ => Err(format!("expected a number of CPUs such as 0.1, or `off`, got {s:?}")),
+        }
+    },
+    show: |v| v.map_or("off".to_string(), |v| v.to_string()),
+    toml: Toml::Text,
+};
 /// A flag without a value (`--access-log`); in the environment and the file, `on`/`off`,
 /// `true`/`false`, `1`/`0` or `yes`/`no` (and TOML booleans).
 const SWITCH: Kind<bool> = Kind {
@@ -1280,6 +1351,10 @@ mod tests {
         assert_eq!(s.max_body, 10 << 20);
         assert_eq!((s.header_timeout, s.body_timeout, s.write_timeout), (secs(10), secs(30), secs(30)));
         assert_eq!(s.max_connections, 10_000);
+        assert_eq!((s.max_threads, s.effective_max_threads()), (None, 2 * s.threads));
+        assert_eq!((s.exit_on_thread_ceiling, s.abandoned_priority), (false, AbandonedPriority::Idle));
+        assert_eq!(s.abandoned_cpu, Some(0.1));
+        assert_eq!((s.admin_max_connections, s.admin_timeout), (64, secs(5)));
         assert_eq!(s.log_format, LogFormat::Text);
         assert!(!s.access_log);
         assert_eq!((&s.log_file, s.log_file_max_size, s.log_file_keep), (&None, 64 << 20, 5));
@@ -1354,6 +1429,21 @@ mod tests {
     }
 
     #[test]
+    fn the_thread_ceiling_follows_threads_and_max_abandoned_unless_set() {
+        let s = Settings::from_args(&["--threads", "4", "--max-abandoned", "10"]).unwrap();
+        assert_eq!(s.effective_max_threads(), 14);
+        let s = Settings::from_args(&["--threads", "4", "--max-threads", "6", "--exit-on-thread-ceiling"]).unwrap();
+        assert_eq!((s.effective_max_threads(), s.exit_on_thread_ceiling), (6, true));
+        let s =
+            Settings::from_args(&["--max-threads", "auto", "--abandoned-priority", "lowest", "--abandoned-cpu", "off"])
+                .unwrap();
+        assert_eq!((s.max_threads, s.abandoned_priority, s.abandoned_cpu), (None, AbandonedPriority::Lowest, None));
+        assert_eq!(Settings::from_args(&["--abandoned-cpu", "0.5"]).unwrap().abandoned_cpu, Some(0.5));
+        let s = Settings::default().threads(3).max_threads(Some(3));
+        assert!(s.warnings().iter().any(|w| w.starts_with("--max-threads 3 equals --threads")), "{:?}", s.warnings());
+    }
+
+    #[test]
     fn admin_bind_off_disables_the_admin_listener() {
         assert_eq!(Settings::from_args(&["--admin-bind", "off"]).unwrap().admin_bind, None);
         let s = Settings::from_args(&["--admin-bind", "[::1]:9000"]).unwrap();
@@ -1384,6 +1474,14 @@ mod tests {
             (&["--log-format", "xml"], "--log-format", "`text` or `json`"),
             (&["--max-connections", "0"], "--max-connections", "≥ 1"),
             (&["--bind", "127.0.0.1:80", "--admin-bind", "127.0.0.1:80"], "--admin-bind", "differ"),
+            (&["--threads", "8", "--max-threads", "4"], "--max-threads", "at least threads (8), got 4"),
+            (&["--max-threads", "0"], "--max-threads", "between 1 and 65536, got 0"),
+            (&["--abandoned-priority", "high"], "--abandoned-priority", "`idle`, `lowest` or `unchanged`"),
+            (&["--abandoned-cpu", "0"], "--abandoned-cpu", "between 0.001 and 4096"),
+            (&["--abandoned-cpu", "lots"], "--abandoned-cpu", "number of CPUs"),
+            (&["--abandoned-cpu", "NaN"], "--abandoned-cpu", "number of CPUs"),
+            (&["--admin-max-connections", "0"], "--admin-max-connections", "between 1 and 1024"),
+            (&["--admin-timeout", "0"], "--admin-timeout", "between 10ms and 5m"),
         ] {
             let err = Settings::from_args(args).unwrap_err();
             assert_eq!(err.origin(), Some(&Origin::Flag(flag.into())), "{args:?}: {err}");

@@ -189,7 +189,13 @@ fn too_many_abandoned_threads_fail_readiness() {
         Response::text("late")
     });
     let srv = start(
-        settings().threads(2).max_abandoned(Some(1)).timeout(Duration::from_millis(200)).cancel_grace(Duration::ZERO),
+        // Room for both stand-ins: the thread ceiling is another test's subject.
+        settings()
+            .threads(2)
+            .max_abandoned(Some(1))
+            .max_threads(Some(5))
+            .timeout(Duration::from_millis(200))
+            .cancel_grace(Duration::ZERO),
         app,
     );
     let admin = srv.admin_addr().unwrap();

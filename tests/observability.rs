@@ -34,6 +34,11 @@ const FAMILIES: &[(&str, &str)] = &[
     ("vigil_cancellations_honored_total", "counter"),
     ("vigil_handler_panics_total", "counter"),
     ("vigil_connections_open", "gauge"),
+    ("vigil_handler_threads", "gauge"),
+    ("vigil_thread_ceiling", "gauge"),
+    ("vigil_thread_ceiling_refusals_total", "counter"),
+    ("vigil_abandoned_cpu_seconds_total", "counter"),
+    ("vigil_accept_errors_total", "counter"),
     ("process_resident_memory_bytes", "gauge"),
     ("process_start_time_seconds", "gauge"),
 ];

@@ -13,6 +13,7 @@
 //! | `hang-mix` | `--hang-connections` connections send only hung requests (`/deadlock`); the others send legit ones. Reports time-to-504 minus `--server-timeout` and every innocent that failed |
 //! | `slowloris` | a baseline run, then the same run while `--slow-connections` connections trickle a head one byte per `--trickle` |
 //! | `idle-connections N` | opens N keep-alive connections and leaves them idle, then measures a new request's latency and the server's RSS (`--server-pid` or `--metrics-url`) |
+//! | `spinners` | measures the URL's latency under a light paced load, then makes `--spinners` requests to `--spin-path` that spin until the server abandons their threads, measures again, and times `--probes` hung requests to `--hang-path` (time-to-504 past `--server-timeout`) |
 //!
 //! Runs are bounded by `--duration` and `--requests`; targets must be loopback addresses.
 
@@ -31,10 +32,10 @@ use serde_json::json;
 /// Load generator for HTTP/1.1 servers on this machine: requests/s, latency percentiles, status
 /// counts, and — separately — empty replies, resets and truncated responses.
 ///
-/// Scenarios: plaintext, blocking, hang-mix, slowloris, idle-connections N.
+/// Scenarios: plaintext, blocking, hang-mix, slowloris, idle-connections N, spinners.
 #[derive(FromArgs, Debug)]
 struct Cli {
-    /// the scenario: plaintext, blocking, hang-mix, slowloris or idle-connections
+    /// the scenario: plaintext, blocking, hang-mix, slowloris, idle-connections or spinners
     #[argh(positional)]
     scenario: String,
     /// idle-connections only: how many idle connections to open
@@ -66,16 +67,18 @@ struct Cli {
     #[argh(option, default = "20")]
     ms: u64,
     /// blocking: the server's worker threads, for the ideal rate min(connections, threads) × 1000/ms
-    /// (default: as many as connections)
+    /// (default: as many as connections); spinners: how many spinning requests to keep in
+    /// flight while starting them (default 4)
     #[argh(option)]
     server_threads: Option<usize>,
-    /// hang-mix: path of the hung route (default /deadlock)
+    /// hang-mix and spinners: path of the hung route (default /deadlock)
     #[argh(option, default = "String::from(\"/deadlock\")")]
     hang_path: String,
     /// hang-mix: connections that send only hung requests, one at a time each (default 2)
     #[argh(option, default = "2")]
     hang_connections: usize,
-    /// hang-mix: the server's request timeout (its --timeout), to report time-to-504 past it
+    /// hang-mix and spinners: the server's request timeout (its --timeout), to report
+    /// time-to-504 past it
     #[argh(option, from_str_fn(parse_dur))]
     server_timeout: Option<Duration>,
     /// slowloris: connections that trickle a request head (default 256)
@@ -88,11 +91,22 @@ struct Cli {
     #[argh(option)]
     server_pid: Option<u32>,
     /// idle-connections: read the server's RSS (process_resident_memory_bytes) from this admin
-    /// /metrics URL (loopback only)
+    /// /metrics URL (loopback only); spinners: wait there until the server has abandoned
+    /// every spinner (vigil_threads_abandoned_alive)
     #[argh(option)]
     metrics_url: Option<String>,
+    /// spinners: how many requests that spin (never checking their token) to leave abandoned
+    /// (default 16)
+    #[argh(option, default = "16")]
+    spinners: usize,
+    /// spinners: the spinning route (default /spin?ms=120000: long enough to outlast the run)
+    #[argh(option, default = "String::from(\"/spin?ms=120000\")")]
+    spin_path: String,
+    /// spinners: pause between two requests of one measuring connection (default 5ms)
+    #[argh(option, default = "Duration::from_millis(5)", from_str_fn(parse_dur))]
+    pace: Duration,
     /// idle-connections: new-connection requests timed before and after opening the idle ones
-    /// (default 200)
+    /// (default 200); spinners: hung requests timed (default 10)
     #[argh(option, default = "200")]
     probes: usize,
 }
@@ -134,8 +148,9 @@ fn main() {
         "hang-mix" => hang_mix(&cli, &target, &load),
         "slowloris" => slowloris(&cli, &target, &load),
         "idle-connections" => idle_connections(&cli, &target),
+        "spinners" => spinners(&cli, &target, &load),
         other => fail(format!(
-            "unknown scenario {other:?}: expected plaintext, blocking, hang-mix, slowloris or idle-connections N"
+            "unknown scenario {other:?}: expected plaintext, blocking, hang-mix, slowloris, idle-connections N or spinners"
         )),
     };
     let mut obj = json!({
@@ -619,6 +634,202 @@ fn idle_connections(cli: &Cli, target: &Target) -> Report {
             "new_connection_before": before.json(Duration::ZERO),
             "new_connection_with_idle": during.json(Duration::ZERO),
             "reuse_idle": reuse.json(reuse_time),
+        }),
+    }
+}
+
+/// `GET target` on `connections` keep-alive connections, each pausing `pace` between requests
+/// (a light load: the latency measured is service time, not queueing), for `duration`.
+fn paced(target: &Target, connections: usize, pace: Duration, duration: Duration, timeout: Duration) -> Stats {
+    let req = target.get_request();
+    let end = Instant::now() + duration;
+    let all: Vec<Stats> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..connections.max(1))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut st = Stats::default();
+                    let mut conn: Option<Conn> = None;
+                    while Instant::now() < end {
+                        let c = match conn.as_mut() {
+                            Some(c) => c,
+                            None => match Conn::connect(target.addr, timeout) {
+                                Ok(c) => {
+                                    st.connects += 1;
+                                    conn.insert(c)
+                                }
+                                Err(_) => {
+                                    st.connect_errors += 1;
+                                    std::thread::sleep(Duration::from_millis(10));
+                                    continue;
+                                }
+                            },
+                        };
+                        let t0 = Instant::now();
+                        let o = c.exchange(&req, false);
+                        st.record(o, t0.elapsed());
+                        if !matches!(o, Outcome::Response { close: false, .. }) {
+                            conn = None;
+                        }
+                        std::thread::sleep(pace);
+                    }
+                    st
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("measuring thread")).collect()
+    });
+    let mut total = Stats::default();
+    for st in &all {
+        total.merge(st);
+    }
+    total
+}
+
+/// A metric's value from an admin `/metrics` URL (the first sample of that name).
+fn scrape_metric(url: &str, name: &str) -> Option<f64> {
+    let t = Target::parse(url).unwrap_or_else(|e| fail(format!("--metrics-url: {e}")));
+    let mut s = TcpStream::connect_timeout(&t.addr, Duration::from_secs(5)).ok()?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let req = format!("GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", t.path, t.host);
+    s.write_all(req.as_bytes()).ok()?;
+    let mut body = Vec::new();
+    let _ = s.read_to_end(&mut body);
+    let text = String::from_utf8_lossy(&body);
+    text.lines()
+        .find(|l| l.split([' ', '{']).next() == Some(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Starts `n` requests to `spin` that each run until the server answers 504 (its thread is
+/// then cancelled, and abandoned after the grace period), at most `in_flight` at a time so that
+/// each gets a worker instead of expiring in the queue (a 503 is retried). Returns how many got
+/// their 504.
+fn start_spinners(spin: &Target, n: usize, in_flight: usize, timeout: Duration) -> usize {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let req = spin.get_request();
+    let give_up = Instant::now() + Duration::from_secs(300);
+    std::thread::scope(|s| {
+        for _ in 0..in_flight.max(1) {
+            s.spawn(|| {
+                while next.fetch_add(1, Relaxed) < n {
+                    loop {
+                        if Instant::now() > give_up {
+                            return;
+                        }
+                        let Ok(mut c) = Conn::connect(spin.addr, timeout * 4 + Duration::from_secs(10)) else {
+                            std::thread::sleep(Duration::from_millis(50));
+                            continue;
+                        };
+                        match c.exchange(&req, false) {
+                            Outcome::Response { status: 504, .. } => {
+                                done.fetch_add(1, Relaxed);
+                                break;
+                            }
+                            _ => std::thread::sleep(Duration::from_millis(50)),
+                        }
+                    }
+                }
+            });
+        }
+    });
+    done.load(Relaxed)
+}
+
+fn spinners(cli: &Cli, target: &Target, load: &Load) -> Report {
+    let timeout = cli
+        .server_timeout
+        .unwrap_or_else(|| fail("--server-timeout: spinners needs the server's --timeout to measure time-to-504"));
+    for (flag, path) in [("--spin-path", &cli.spin_path), ("--hang-path", &cli.hang_path)] {
+        if !path.starts_with('/') {
+            fail(format!("{flag}: must start with '/', got {path:?}"));
+        }
+    }
+    let (n, pace, d) = (cli.spinners, cli.pace, load.duration);
+    let abandoned = || cli.metrics_url.as_deref().and_then(|u| scrape_metric(u, "vigil_threads_abandoned_alive"));
+    let cpu = || cli.metrics_url.as_deref().and_then(|u| scrape_metric(u, "vigil_abandoned_cpu_seconds_total"));
+    let before = abandoned().unwrap_or(0.0);
+    let idle = paced(target, load.connections, pace, d, load.timeout);
+    let t_spin = Instant::now();
+    let spun = start_spinners(&target.with_path(&cli.spin_path), n, cli.server_threads.unwrap_or(4), timeout);
+    // Wait until the server has abandoned them all (the grace period), or a while.
+    let wait_until = Instant::now() + Duration::from_secs(30);
+    let mut now_abandoned = abandoned();
+    while now_abandoned.is_some_and(|a| a < before + spun as f64) && Instant::now() < wait_until {
+        std::thread::sleep(Duration::from_millis(100));
+        now_abandoned = abandoned();
+    }
+    if cli.metrics_url.is_none() {
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let setup = t_spin.elapsed();
+    let cpu_before = cpu();
+    let t_loaded = Instant::now();
+    let loaded = paced(target, load.connections, pace, d, load.timeout);
+    let cpu_after = cpu();
+    let cpu_share = match (cpu_before, cpu_after) {
+        (Some(b), Some(a)) => Some((a - b) / t_loaded.elapsed().as_secs_f64()),
+        _ => None,
+    };
+    // Hung requests, one at a time, each on a fresh connection.
+    let hang = target.with_path(&cli.hang_path).get_request();
+    let mut late = Stats::default();
+    for _ in 0..cli.probes.min(1000) {
+        let t0 = Instant::now();
+        match Conn::connect(target.addr, timeout * 4 + Duration::from_secs(10)) {
+            Ok(mut c) => {
+                let o = c.exchange(&hang, false);
+                late.record(o, t0.elapsed());
+            }
+            Err(_) => late.connect_errors += 1,
+        }
+    }
+    let lateness = lateness(&late, timeout);
+    let (i90, l90) = (idle.pct_ms(0.9), loaded.pct_ms(0.9));
+    let ratio = l90 / i90.max(1e-9);
+    let mut text = format!(
+        "spinners against http://{}{}: {} paced connections ({} ms apart), {:.1}s per measurement\n",
+        target.addr,
+        target.path,
+        load.connections,
+        pace.as_millis(),
+        d.as_secs_f64()
+    );
+    text += &idle.text("idle (no abandoned spinners)", d);
+    text += &format!(
+        "  {spun} of {n} spinners ({}) answered 504 in {:.1}s; abandoned threads alive now: {}\n",
+        cli.spin_path,
+        setup.as_secs_f64(),
+        now_abandoned.map_or("? (no --metrics-url)".to_string(), |a| format!("{a}"))
+    );
+    text += &loaded.text(&format!("with {spun} abandoned spinners"), d);
+    text += &format!("  p90 with spinners / p90 idle: {l90:.3} ms / {i90:.3} ms = {ratio:.2}\n");
+    if let Some(share) = cpu_share {
+        text += &format!("  CPU used by the abandoned threads while measuring: {share:.2} CPUs\n");
+    }
+    match &lateness {
+        Some(l) => {
+            text += &format!(
+                "  {} hung requests ({}): 504 after the deadline by p50 {:.1} ms  max {:.1} ms\n",
+                l.n, cli.hang_path, l.p50, l.max
+            )
+        }
+        None => text += "  no 504 answers to the hung requests\n",
+    }
+    Report {
+        text,
+        json: json!({
+            "spinners_requested": n,
+            "spinners_abandoned": spun,
+            "abandoned_alive": now_abandoned,
+            "setup_s": setup.as_secs_f64(),
+            "idle": idle.json(d),
+            "loaded": loaded.json(d),
+            "p90_ratio": ratio,
+            "abandoned_cpu_share": cpu_share,
+            "hung": late.json(Duration::ZERO),
+            "late_504_ms": lateness.map(|l| json!({"n": l.n, "p50": l.p50, "p99": l.p99, "max": l.max})),
         }),
     }
 }

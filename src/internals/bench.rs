@@ -97,16 +97,11 @@ impl Bookkeeping {
     /// `with_watchdog`: register each record and sweep every 64 (else neither).
     pub fn new(with_watchdog: bool) -> Bookkeeping {
         let routes = routes();
-        let config = PoolConfig { threads: 1, backlog: 16, max_requests: 0, max_requests_jitter: 0 };
+        let config = PoolConfig::new(1, 16);
         let pool = Pool::new(config, Arc::new(Hello), Arc::clone(&routes));
         let worker = pool.adopt_test_worker();
         let watchdog = with_watchdog.then(|| {
-            let config = WatchdogConfig {
-                tick: std::time::Duration::from_millis(10),
-                grace: std::time::Duration::from_secs(5),
-                max_abandoned: 1,
-                supervisor: None,
-            };
+            let config = WatchdogConfig::new(std::time::Duration::from_secs(5), 1);
             (Watchdog::new(config, Arc::clone(&routes), Arc::clone(&pool)).expect("watchdog"), Sweep::default())
         });
         Bookkeeping { pool, watchdog, routes, slot: reply::ReplySlot::new(), worker, template: Template::new(), seq: 0 }
@@ -158,7 +153,7 @@ impl Hop {
     /// A pool of `workers` threads.
     pub fn new(workers: usize) -> Hop {
         let routes = routes();
-        let config = PoolConfig { threads: workers, backlog: 16, max_requests: 0, max_requests_jitter: 0 };
+        let config = PoolConfig::new(workers, 16);
         let pool = Pool::new(config, Arc::new(Hello), Arc::clone(&routes));
         pool.start().expect("start the pool");
         Hop { pool, routes }

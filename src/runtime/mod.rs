@@ -5,9 +5,10 @@
 //! their atomic cell), [`token`] (cancellation), [`routes`] (a route's resolved timing),
 //! [`refusal`] (the server's own answers), [`reply`] (where a connection waits for its answer),
 //! [`inflight`] (one request's record), [`offload`] (where the watchdog sends work that might
-//! block), [`pool`] (the OS threads that run handlers), [`decide`] (the watchdog's rules as a
-//! pure function) and [`watchdog`] (the thread that applies them), which reports to a service
-//! manager through [`notify`] (sd_notify). It depends only on the HTTP codec (`crate::http`) and
+//! block), [`threads`] (the workers as the OS sees them: priority and CPU time), [`pool`] (the
+//! OS threads that run handlers), [`decide`] (the watchdog's rules as a pure function) and
+//! [`watchdog`] (the thread that applies them), which reports to a service manager through
+//! [`notify`] (sd_notify). It depends only on the HTTP codec (`crate::http`) and
 //! `crate::platform`.
 
 pub(crate) mod clock;
@@ -20,6 +21,7 @@ pub(crate) mod refusal;
 pub(crate) mod reply;
 pub(crate) mod routes;
 pub(crate) mod state;
+pub(crate) mod threads;
 pub(crate) mod token;
 pub(crate) mod watchdog;
 

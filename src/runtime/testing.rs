@@ -41,12 +41,16 @@ impl Fixture {
     }
 
     pub fn with_runner(threads: usize, timeout: Duration, grace: Duration, runner: Arc<dyn Runner>) -> Fixture {
-        let config = PoolConfig { threads, backlog: 64, max_requests: 0, max_requests_jitter: 0 };
-        Self::with_config(config, timeout, grace, runner)
+        Self::with_config(PoolConfig::new(threads, 64), timeout, grace, runner)
     }
 
     pub fn with_config(config: PoolConfig, timeout: Duration, grace: Duration, runner: Arc<dyn Runner>) -> Fixture {
-        let threads = config.threads;
+        let wd = WatchdogConfig::new(grace, config.threads);
+        Self::with_configs(config, wd, timeout, runner)
+    }
+
+    /// A pool and a watchdog with the configs given; the one route times out after `timeout`.
+    pub fn with_configs(config: PoolConfig, wd: WatchdogConfig, timeout: Duration, runner: Arc<dyn Runner>) -> Fixture {
         let routes = Arc::new(RouteTable::new(vec![RouteInfo {
             method: "GET".into(),
             pattern: "/t".into(),
@@ -54,12 +58,7 @@ impl Fixture {
             stall: None,
         }]));
         let pool = Pool::new(config, runner, Arc::clone(&routes));
-        let wd = Watchdog::new(
-            WatchdogConfig { tick: Duration::from_millis(10), grace, max_abandoned: threads, supervisor: None },
-            Arc::clone(&routes),
-            Arc::clone(&pool),
-        )
-        .expect("watchdog");
+        let wd = Watchdog::new(wd, Arc::clone(&routes), Arc::clone(&pool)).expect("watchdog");
         Fixture { pool, wd, routes, sweep: Sweep::default(), next_uid: 1 }
     }
 

@@ -16,7 +16,14 @@
 //!    callback is stuck;
 //! 5. under a service manager (sd_notify), sends `WATCHDOG=1` when one is due, so that a
 //!    watchdog that stops ticking gets the process restarted, and a `STATUS=` line every few
-//!    seconds (requests in flight, abandoned threads). Both are non-blocking datagrams.
+//!    seconds (requests in flight, abandoned threads). Both are non-blocking datagrams;
+//! 6. keeps the pool's vital signs for the probes: whether it sits at its thread ceiling
+//!    (`--max-threads`) short of workers — with `--exit-on-thread-ceiling`, for longer than
+//!    `--cancel-grace`, it asks the server to drain and exit —, and since when requests wait
+//!    with no worker taking any (liveness fails past `--timeout`).
+//!
+//! When it abandons a thread it lowers that thread's CPU priority (`--abandoned-priority`):
+//! a quick syscall on the thread's id or handle, which the worker registered when it started.
 //!
 //! It never waits on anything: no user code (the `on_cancel` callbacks of the requests it
 //! cancels, and its log records — a logger is user code too — go to the offload threads,
@@ -33,16 +40,18 @@ use crossbeam_channel::{Receiver, Sender};
 use log::{error, info, warn};
 use parking_lot::Mutex;
 
+use crate::logging::OncePerSecond;
 use crate::runtime::clock;
 use crate::runtime::decide::{decide, Action, Params, View};
 use crate::runtime::inflight::Inflight;
 use crate::runtime::notify::{Message, Supervisor};
 use crate::runtime::offload::Offload;
-use crate::runtime::pool::{Pool, SpawnReason};
+use crate::runtime::pool::{Pool, SpawnError, SpawnReason};
 use crate::runtime::refusal::Refusal;
 use crate::runtime::reply::{Reply, CLIENT_CLOSED_REQUEST};
 use crate::runtime::routes::{RouteId, RouteTable};
 use crate::runtime::state::{Outcome, RequestState, TimeoutReason, WorkerId};
+use crate::runtime::threads::AbandonedCpu;
 
 /// How many recent timeouts `/timeouts` and the dashboard keep.
 pub(crate) const RECENT_TIMEOUTS: usize = 50;
@@ -60,6 +69,28 @@ pub(crate) struct WatchdogConfig {
     pub max_abandoned: usize,
     /// The service manager to send `WATCHDOG=1` and `STATUS=` to, if one listens.
     pub supervisor: Option<Supervisor>,
+    /// `--timeout`: requests that wait this long with no worker taking any make the server
+    /// unhealthy ([`Watchdog::starved_for`]).
+    pub starved_after: Duration,
+    /// `--exit-on-thread-ceiling`: a pool kept short by the thread ceiling for longer than the
+    /// grace period calls the hook set with [`Watchdog::on_ceiling_exit`].
+    pub exit_at_ceiling: bool,
+}
+
+#[cfg(any(test, feature = "bench-internals"))]
+impl WatchdogConfig {
+    /// A 10 ms tick, `grace`, `--max-abandoned` and liveness after `--timeout` 30 s; no exit at
+    /// the ceiling.
+    pub fn new(grace: Duration, max_abandoned: usize) -> WatchdogConfig {
+        WatchdogConfig {
+            tick: Duration::from_millis(10),
+            grace,
+            max_abandoned,
+            starved_after: Duration::from_secs(30),
+            exit_at_ceiling: false,
+            supervisor: None,
+        }
+    }
 }
 
 /// A timeout, kept for `/timeouts` and the dashboard.
@@ -78,6 +109,8 @@ pub(crate) struct TimeoutRecord {
     pub stage: String,
     pub thread: Option<WorkerId>,
     pub outcome: Outcome,
+    /// For an abandoned thread: the CPU it burnt since it was abandoned.
+    pub abandoned_cpu: Option<Arc<AbandonedCpu>>,
 }
 
 /// Counts the watchdog owns, read at scrape time.
@@ -110,6 +143,15 @@ pub(crate) struct Watchdog {
     drain_cancel_at_ns: AtomicU64,
     stop: AtomicBool,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Clock ns since which requests have waited (or no worker has been live) without a worker
+    /// taking one; 0 while that is not so.
+    starving_since_ns: AtomicU64,
+    /// Called once when the pool has been short at the thread ceiling for the grace period
+    /// (with `exit_at_ceiling`): the server's drain and exit.
+    ceiling_hook: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// Server-level warnings that could repeat every tick (a pool that cannot heal).
+    heal_log: OncePerSecond,
+    stand_in_log: OncePerSecond,
 }
 
 /// What only the watchdog thread touches between ticks.
@@ -127,6 +169,10 @@ pub(crate) struct Sweep {
     next_status_ns: u64,
     /// The last notification failed (logged once until one gets through again).
     notify_failing: bool,
+    /// Whether the pool was at its thread ceiling at the last tick (to log the changes).
+    at_ceiling: bool,
+    /// Since when the pool has been short of workers at the ceiling (clock ns).
+    short_at_ceiling_since: Option<u64>,
 }
 
 impl Watchdog {
@@ -151,7 +197,33 @@ impl Watchdog {
             drain_cancel_at_ns: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             thread: Mutex::new(None),
+            starving_since_ns: AtomicU64::new(0),
+            ceiling_hook: Mutex::new(None),
+            heal_log: OncePerSecond::new(),
+            stand_in_log: OncePerSecond::new(),
         }))
+    }
+
+    /// Sets what to do when the pool has been short at its thread ceiling for the grace period
+    /// (with `exit_at_ceiling`; called once, on the watchdog thread: it must return at once).
+    pub fn on_ceiling_exit(&self, hook: impl FnOnce() + Send + 'static) {
+        *self.ceiling_hook.lock() = Some(Box::new(hook));
+    }
+
+    /// How long requests have waited with no worker taking one (or no worker has been live),
+    /// if that is the case now; `None` while workers take requests, or nothing waits.
+    pub fn starved_for(&self) -> Option<Duration> {
+        let since = self.starving_since_ns.load(Acquire);
+        if since == 0 {
+            return None;
+        }
+        let since = since.max(self.pool.last_take());
+        Some(Duration::from_nanos(clock::now_ns().saturating_sub(since)))
+    }
+
+    /// `--timeout`: how long starving may last before the server counts as unhealthy.
+    pub fn starved_after(&self) -> Duration {
+        self.config.starved_after
     }
 
     /// Starts the watchdog thread.
@@ -277,12 +349,33 @@ impl Watchdog {
             }
         }
         self.follow_outcomes(sweep);
-        if !draining {
-            if let Err(e) = self.pool.heal() {
-                self.offload.log(move || {
-                    warn!(target: "vigil::pool", "the pool is short: a worker thread could not start: {e}; retrying every tick")
-                });
+        if draining {
+            self.starving_since_ns.store(0, Release);
+        } else {
+            match self.pool.heal() {
+                Ok(_) | Err(SpawnError::NotNeeded) | Err(SpawnError::Ceiling) => {}
+                Err(SpawnError::Os(e)) => {
+                    if let Some(held) = self.heal_log.allow(now) {
+                        let (live, target) = (self.pool.live(), self.pool.target());
+                        self.offload.log(move || {
+                            warn!(
+                                target: "vigil::pool", event = "spawn_failed", live = live, target = target, suppressed = held;
+                                "the pool is short ({live} of {target} workers): a worker thread could not start: {e}; retrying every tick{}",
+                                held_back(held, "failure")
+                            )
+                        });
+                    }
+                }
             }
+            self.vitals(sweep, now);
+        }
+        for (route, held) in self.pool.panic_summaries(now) {
+            self.offload.log(move || {
+                error!(
+                    target: "vigil::pool", event = "panic", route = route.as_str(), suppressed = held;
+                    "{held} more handler panics of route={route} were not logged (one line per route and second); each was answered 500"
+                )
+            });
         }
         self.offload.check(now);
         if let Some(supervisor) = &self.config.supervisor {
@@ -292,10 +385,13 @@ impl Watchdog {
 
     /// Tells the service manager that this tick happened (`WATCHDOG=1`) and, every few
     /// seconds, how things stand (`STATUS=`), when each is due. The sends never block: a
-    /// message the manager has no room for is dropped, and the next one follows.
+    /// message the manager has no room for is dropped, and the next one follows. While no
+    /// worker has taken a request for `--timeout` (liveness fails), no `WATCHDOG=1` is sent,
+    /// so that the manager restarts the process as a liveness probe would.
     fn report(&self, supervisor: &Supervisor, sweep: &mut Sweep, now: u64, draining: bool) {
+        let starved = self.starved_for().is_some_and(|s| s >= self.config.starved_after);
         if let Some(every) = supervisor.ping_every {
-            if now >= sweep.next_ping_ns {
+            if now >= sweep.next_ping_ns && !starved {
                 sweep.next_ping_ns = now.saturating_add(clock::ns(every));
                 self.notify(supervisor, sweep, &Message::Watchdog);
             }
@@ -303,10 +399,15 @@ impl Watchdog {
         if now >= sweep.next_status_ns {
             sweep.next_status_ns = now.saturating_add(clock::ns(supervisor.status_every));
             let status = format!(
-                "{}: {} requests in flight, {} abandoned threads still running",
+                "{}: {} requests in flight, {} abandoned threads still running{}",
                 if draining { "draining" } else { "serving" },
                 sweep.in_flight,
-                self.pool.abandoned_alive()
+                self.pool.abandoned_alive(),
+                match (starved, self.pool.at_ceiling()) {
+                    (true, _) => "; no worker has taken a request for --timeout",
+                    (false, true) => "; at the thread ceiling",
+                    (false, false) => "",
+                }
             );
             self.notify(supervisor, sweep, &Message::Status(status));
         }
@@ -324,6 +425,58 @@ impl Watchdog {
                     });
                 }
             }
+        }
+    }
+
+    /// The pool's vital signs, once per tick outside a drain: the thread ceiling (logged when
+    /// reached and left; with `exit_at_ceiling`, a pool kept short by it for the grace period
+    /// calls the hook) and starvation (requests wait, no worker takes any).
+    fn vitals(&self, sweep: &mut Sweep, now: u64) {
+        let p = &self.pool;
+        let at_ceiling = p.at_ceiling();
+        if at_ceiling != sweep.at_ceiling {
+            sweep.at_ceiling = at_ceiling;
+            let (alive, max, live, target, abandoned) =
+                (p.alive(), p.max_threads(), p.live(), p.target(), p.abandoned_alive());
+            self.offload.log(move || {
+                if at_ceiling {
+                    warn!(
+                        target: "vigil::watchdog", event = "thread_ceiling", reached = true, alive = alive, max_threads = max,
+                        live = live, abandoned_alive = abandoned;
+                        "thread ceiling reached: {alive} handler threads alive of --max-threads {max} ({live} of {target} workers live, {abandoned} abandoned): no stand-in starts until some end; readiness fails"
+                    )
+                } else {
+                    info!(
+                        target: "vigil::watchdog", event = "thread_ceiling", reached = false, alive = alive, max_threads = max;
+                        "below the thread ceiling again: {alive} handler threads alive of --max-threads {max}"
+                    )
+                }
+            });
+        }
+        let short = at_ceiling && p.live() < p.target();
+        sweep.short_at_ceiling_since = if short { sweep.short_at_ceiling_since.or(Some(now)) } else { None };
+        if let Some(since) = sweep.short_at_ceiling_since {
+            let grace = clock::ns(self.config.grace).max(clock::ns(self.config.tick));
+            if self.config.exit_at_ceiling && now.saturating_sub(since) >= grace {
+                if let Some(hook) = self.ceiling_hook.lock().take() {
+                    let (live, target, max) = (p.live(), p.target(), p.max_threads());
+                    let secs = clock::secs(now - since);
+                    self.offload.log(move || {
+                        error!(
+                            target: "vigil::watchdog", event = "thread_ceiling_exit", live = live, target = target, max_threads = max;
+                            "the pool has been short ({live} of {target} workers) at the thread ceiling (--max-threads {max}) for {secs:.3}s: draining, then exiting for the supervisor to restart the process (--exit-on-thread-ceiling)"
+                        )
+                    });
+                    hook();
+                }
+            }
+        }
+        let waiting = p.queue_depth() > 0 || p.live() == 0;
+        let since = self.starving_since_ns.load(Relaxed);
+        if !waiting {
+            self.starving_since_ns.store(0, Release);
+        } else if since == 0 {
+            self.starving_since_ns.store(now.max(1), Release);
         }
     }
 
@@ -396,7 +549,23 @@ impl Watchdog {
         if detached_now && !draining {
             self.start_stand_in(r);
         }
-        self.set_outcome(r.uid, Outcome::Abandoned);
+        let demoted = self.pool.demote(r);
+        let priority = match demoted.as_ref().map(|d| (&d.lowered, &d.throttled)) {
+            None => "unchanged (its handler returned)".to_string(),
+            Some((lowered, throttled)) => {
+                let p = match lowered {
+                    Ok(true) => "lowered".to_string(),
+                    Ok(false) => "unchanged".to_string(),
+                    Err(e) => format!("not lowered ({e})"),
+                };
+                match throttled {
+                    Ok(true) => p + ", CPU budget applied",
+                    Ok(false) => p,
+                    Err(e) => format!("{p}, no CPU budget ({e})"),
+                }
+            }
+        };
+        self.set_outcome(r.uid, Outcome::Abandoned, demoted.map(|d| d.cpu));
         let alive = self.pool.abandoned_alive();
         let max = self.config.max_abandoned;
         let (id, route, stage) =
@@ -409,8 +578,8 @@ impl Watchdog {
                 target: "vigil::watchdog",
                 event = "timeout_outcome", outcome = "abandoned", id = id.as_str(), route = route.as_str(),
                 stage = stage.as_str(), thread = thread.as_str(), after_cancel = after,
-                replacement = replacement.as_str(), abandoned_alive = alive;
-                "abandoned thread {thread} stuck in id={id} route={route} stage={stage:?} for {after:.3}s past its cancellation (still running); replaced by {replacement}; abandoned threads alive: {alive}",
+                replacement = replacement.as_str(), abandoned_alive = alive, priority = priority.as_str();
+                "abandoned thread {thread} stuck in id={id} route={route} stage={stage:?} for {after:.3}s past its cancellation (still running); replaced by {replacement}; CPU priority {priority}; abandoned threads alive: {alive}",
             );
             if alive > max {
                 error!(
@@ -422,11 +591,23 @@ impl Watchdog {
     }
 
     fn start_stand_in(&self, r: &Inflight) {
-        match self.pool.spawn_worker(SpawnReason::StandIn) {
-            Ok(id) => r.replaced_by.store(id, Release),
-            Err(e) => self.offload.log(
-                move || warn!(target: "vigil::pool", "a stand-in worker could not start: {e}; retrying every tick"),
-            ),
+        let e = match self.pool.spawn_worker(SpawnReason::StandIn) {
+            Ok(id) => return r.replaced_by.store(Some(id), Release),
+            Err(SpawnError::NotNeeded) => return,
+            Err(e) => e,
+        };
+        // Both can repeat for every hung request: one line per second, with a count.
+        if let Some(held) = self.stand_in_log.allow(clock::now_ns()) {
+            let (live, target, alive, max) =
+                (self.pool.live(), self.pool.target(), self.pool.alive(), self.pool.max_threads());
+            self.offload.log(move || {
+                warn!(
+                    target: "vigil::pool", event = "stand_in_failed", live = live, target = target, alive = alive,
+                    max_threads = max, suppressed = held;
+                    "a stand-in worker could not start: {e} ({alive} handler threads alive of --max-threads {max}; {live} of {target} workers live); the pool heals as threads end{}",
+                    held_back(held, "such failure")
+                )
+            });
         }
     }
 
@@ -483,7 +664,7 @@ impl Watchdog {
             };
             if from == RequestState::Cancelling {
                 self.honored_total.fetch_add(1, Relaxed);
-                self.set_outcome(r.uid, Outcome::Honored);
+                self.set_outcome(r.uid, Outcome::Honored, None);
                 let after = clock::secs(at.saturating_sub(r.cancel_ns.load(Relaxed)));
                 let (id, route) = (r.req.id().to_string(), self.routes.label(Some(r.route)).to_string());
                 let thread = r.worker.load(Relaxed).map(|t| t.to_string()).unwrap_or_default();
@@ -519,6 +700,7 @@ impl Watchdog {
             stage: r.stage_string(),
             thread: r.worker.load(Relaxed),
             outcome,
+            abandoned_cpu: None,
         };
         let mut q = self.timeouts.lock();
         if q.len() == RECENT_TIMEOUTS {
@@ -528,9 +710,12 @@ impl Watchdog {
         rec
     }
 
-    fn set_outcome(&self, uid: u64, outcome: Outcome) {
+    fn set_outcome(&self, uid: u64, outcome: Outcome, cpu: Option<Arc<AbandonedCpu>>) {
         if let Some(t) = self.timeouts.lock().iter_mut().rev().find(|t| t.uid == uid) {
             t.outcome = outcome;
+            if cpu.is_some() {
+                t.abandoned_cpu = cpu;
+            }
         }
     }
 
@@ -559,6 +744,15 @@ impl Watchdog {
                 r.req.id(),
             );
         }
+    }
+}
+
+/// `" (N more such failures in the last second)"`, or nothing.
+fn held_back(n: u64, what: &str) -> String {
+    match n {
+        0 => String::new(),
+        1 => format!(" (1 more {what} in the last second not logged)"),
+        n => format!(" ({n} more {what}s in the last second not logged)"),
     }
 }
 
@@ -610,6 +804,59 @@ mod tests {
         let t = &f.wd.recent_timeouts()[0];
         assert_eq!((t.reason, t.outcome, t.route.as_str()), (TimeoutReason::Deadline, Outcome::Abandoned, "/t"));
         assert_eq!(f.wd.timeouts(RouteId::new(0), TimeoutReason::Deadline), 1);
+    }
+
+    #[test]
+    fn a_pool_kept_short_by_the_ceiling_for_the_grace_calls_the_exit_hook_once() {
+        use crate::runtime::pool::PoolConfig;
+        let grace = Duration::from_millis(300);
+        let pool = PoolConfig { max_threads: 1, ..PoolConfig::new(1, 8) };
+        let wd = WatchdogConfig { exit_at_ceiling: true, ..WatchdogConfig::new(grace, 1) };
+        let mut f = Fixture::with_configs(
+            pool,
+            wd,
+            HOUR,
+            Arc::new(crate::runtime::testing::FnRunner(|_: &Arc<Inflight>| Response::text("ran"))),
+        );
+        let (fired_tx, fired_rx) = mpsc::channel();
+        f.wd.on_ceiling_exit(move || fired_tx.send(()).unwrap());
+        let w = f.pool.adopt_test_worker();
+        let (hung, _slot) = f.job();
+        assert!(f.pool.begin(&hung, w));
+        let at = f.past_deadline(&hung);
+        f.tick(at); // cancelled; no room for a stand-in: short at the ceiling from now
+        assert!(f.pool.at_ceiling() && f.pool.live() == 0);
+        f.tick(at + clock::ns(grace) - 1);
+        assert!(fired_rx.try_recv().is_err(), "not before the grace period");
+        f.tick(at + clock::ns(grace));
+        fired_rx.try_recv().expect("the hook ran");
+        f.tick(at + 2 * clock::ns(grace));
+        assert!(fired_rx.try_recv().is_err(), "once");
+    }
+
+    #[test]
+    fn starvation_is_how_long_requests_wait_with_no_worker_taking_one() {
+        use crate::runtime::pool::PoolConfig;
+        let mut f = Fixture::with_config(
+            PoolConfig { max_threads: 1, ..PoolConfig::new(1, 8) },
+            HOUR,
+            GRACE,
+            Arc::new(crate::runtime::testing::FnRunner(|_: &Arc<Inflight>| Response::text("ran"))),
+        );
+        let w = f.pool.adopt_test_worker(); // the test is the only worker: nothing takes jobs
+        f.tick(clock::now_ns());
+        assert_eq!(f.wd.starved_for(), None, "nothing waits");
+        let (queued, _slot) = f.job();
+        f.pool.submit(Arc::clone(&queued)).unwrap();
+        std::thread::sleep(Duration::from_millis(3));
+        f.tick(clock::now_ns());
+        std::thread::sleep(Duration::from_millis(20));
+        let starved = f.wd.starved_for().expect("a request waits");
+        assert!(starved >= Duration::from_millis(20), "{starved:?}");
+        // A worker takes a request: starvation counts from then.
+        let (other, _s) = f.job();
+        assert!(f.pool.begin(&other, w));
+        assert!(f.wd.starved_for().unwrap() < starved);
     }
 
     #[test]

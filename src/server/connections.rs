@@ -49,6 +49,8 @@ pub(crate) struct Connections {
     busy: AtomicUsize,
     /// The accept coroutine has stopped for good (set as it ends).
     pub accept_stopped: AtomicBool,
+    /// Failed `accept` calls on the public listener (descriptors exhausted, mostly).
+    pub accept_errors: AtomicU64,
     next_id: AtomicU64,
     registered: Mutex<HashMap<u64, Arc<ConnSlot>>>,
 }

@@ -4,13 +4,53 @@
 //! transitions wake whoever waits for them.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
 use crate::runtime::clock;
 use crate::runtime::state::{u8_enum, AtomicEnum};
+
+/// The exit status of a `vigil` process that reached its thread ceiling and exited for its
+/// supervisor to restart it (`--exit-on-thread-ceiling`): 75, `EX_TEMPFAIL` in sysexits.h
+/// ("temporary failure, try again"), which no other path of vigil uses. So systemd
+/// (`RestartForceExitStatus=75`), Kubernetes (the container's last `exitCode`), the Windows
+/// service manager (`vigil::service::ExitStatus::ThreadCeiling`) and alerts can tell it from a
+/// crash (101, Rust's panic status) or a bad configuration (1, 2).
+///
+/// ```
+/// assert_eq!(vigil::EXIT_THREAD_CEILING, 75);
+/// ```
+pub const EXIT_THREAD_CEILING: u8 = 75;
+
+/// Why a server stopped ([`ServerHandle::wait`](crate::ServerHandle::wait) returns it).
+///
+/// ```
+/// use vigil::StopCause;
+/// assert_eq!(StopCause::ThreadCeiling.exit_status(), vigil::EXIT_THREAD_CEILING);
+/// assert_eq!(StopCause::Requested.exit_status(), 0);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StopCause {
+    /// A drain was asked for: a signal, a console event, `shutdown()`.
+    Requested,
+    /// The thread ceiling kept the pool short of workers for `--cancel-grace` and
+    /// `--exit-on-thread-ceiling` is on: the server drained to be restarted.
+    ThreadCeiling,
+}
+
+impl StopCause {
+    /// The exit status the `vigil` binary (and [`Server::serve`](crate::Server::serve)) ends
+    /// with: 0, or [`EXIT_THREAD_CEILING`](crate::EXIT_THREAD_CEILING).
+    pub fn exit_status(self) -> u8 {
+        match self {
+            StopCause::Requested => 0,
+            StopCause::ThreadCeiling => EXIT_THREAD_CEILING,
+        }
+    }
+}
 
 u8_enum! {
     /// Where the server is in its life.
@@ -37,8 +77,11 @@ pub(crate) struct Lifecycle {
     /// The local address of the drain's own connection to the listener: once the accept loop
     /// gets it, every connection that reached the listener before it has been accepted.
     wake_up: parking_lot::Mutex<Option<SocketAddr>>,
-    /// A drain has been asked for (by a signal, a handle, a service stop) and not yet begun.
-    requested: Mutex<bool>,
+    /// A drain has been asked for (by a signal, a handle, a service stop, the thread ceiling),
+    /// and why: the first request's cause.
+    requested: Mutex<Option<StopCause>>,
+    /// Set with `requested`, readable without its lock (readiness fails from that moment).
+    asked: AtomicBool,
     wake: Condvar,
 }
 
@@ -49,7 +92,8 @@ impl Lifecycle {
             drain_started_ns: AtomicU64::new(0),
             cancel_at_ns: AtomicU64::new(u64::MAX),
             wake_up: parking_lot::Mutex::new(None),
-            requested: Mutex::new(false),
+            requested: Mutex::new(None),
+            asked: AtomicBool::new(false),
             wake: Condvar::new(),
         }
     }
@@ -68,21 +112,32 @@ impl Lifecycle {
         Some(self.drain_started_ns.load(Acquire)).filter(|&t| t != 0)
     }
 
-    /// Asks for a drain: wakes the server's lifecycle thread and returns at once. Idempotent;
-    /// allocates nothing and starts no thread, so it is safe from a signal handler's thread and
-    /// at the process's thread limit.
-    pub fn request_drain(&self) {
+    /// Asks for a drain: wakes the server's lifecycle thread and returns at once. Idempotent
+    /// (the first cause given stays); allocates nothing and starts no thread, so it is safe
+    /// from a signal handler's thread and at the process's thread limit.
+    pub fn request_drain(&self, cause: StopCause) {
         let mut r = self.requested.lock();
-        *r = true;
+        r.get_or_insert(cause);
+        self.asked.store(true, Release);
         self.wake.notify_all();
+    }
+
+    /// Whether a drain has been asked for (it may not have begun yet).
+    pub fn drain_requested(&self) -> bool {
+        self.asked.load(Acquire)
     }
 
     /// Blocks until a drain is asked for.
     pub fn wait_for_request(&self) {
         let mut r = self.requested.lock();
-        while !*r {
+        while r.is_none() {
             self.wake.wait(&mut r);
         }
+    }
+
+    /// Why the drain was asked for (`Requested` if it was not).
+    pub fn cause(&self) -> StopCause {
+        self.requested.lock().unwrap_or(StopCause::Requested)
     }
 
     /// `Running → Draining`, stamping when, with what is left cancelled `graceful` later.
@@ -173,12 +228,13 @@ mod tests {
             assert_eq!(l2.phase(), Phase::Closing);
             l2.mark_stopped();
         });
-        l.request_drain();
-        l.request_drain(); // idempotent
+        l.request_drain(StopCause::ThreadCeiling);
+        l.request_drain(StopCause::Requested); // idempotent: the first cause stays
         l.wait_stopped();
         assert!(l.wait_stopped_for(Duration::ZERO), "stopped: returns at once");
         supervisor.join().unwrap();
         assert_eq!(l.phase(), Phase::Stopped);
+        assert_eq!(l.cause(), StopCause::ThreadCeiling);
         assert!(l.is_draining() && l.drain_started_ns().is_some());
     }
 }

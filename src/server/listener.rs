@@ -1,6 +1,12 @@
 //! The public listener: binding it (or taking it from a supervisor, see `activation`), and the
 //! accept coroutine, one per server, which spawns a connection coroutine per client and refuses
 //! clients beyond `--max-connections` with a 503 written by a short-lived coroutine of its own.
+//!
+//! When `accept` fails for want of resources (no file descriptors left: `EMFILE`, `ENFILE`;
+//! no memory), it backs off the way Go's `net/http` does: 5 ms, doubling up to 1 s while the
+//! failures go on, back to none after a success ([`AcceptBackoff`], which the admin listener
+//! uses too). So descriptor exhaustion costs at most one failed `accept` and one log line a
+//! second, instead of a spinning loop and a flood of identical errors.
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -8,11 +14,13 @@ use std::sync::atomic::Ordering::*;
 use std::sync::Arc;
 use std::time::Duration;
 
-use log::{debug, error, info};
+use log::{debug, error, info, warn};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::http::response::{encode, Framing};
+use crate::logging::OncePerSecond;
 use crate::metrics::Rejected;
+use crate::runtime::clock;
 use crate::runtime::refusal::Refusal;
 use crate::server::access::{self, AccessLine};
 use crate::server::lifecycle::Phase;
@@ -120,16 +128,21 @@ pub(crate) fn spawn(listener: may::net::TcpListener, source: Source, shared: Arc
 }
 
 fn accept_loop(listener: may::net::TcpListener, source: Source, shared: Arc<Shared>) {
+    let mut backoff = AcceptBackoff::new("public");
     loop {
         let (stream, peer) = match listener.accept() {
-            Ok(x) => x,
+            Ok(x) => {
+                backoff.succeeded();
+                x
+            }
             Err(e) => {
                 if shared.lifecycle.phase() >= Phase::Closing {
                     break;
                 }
-                // EMFILE and friends: back off instead of spinning.
-                error!("accept failed: {e}");
-                may::coroutine::sleep(Duration::from_millis(20));
+                shared.conns.accept_errors.fetch_add(1, Relaxed);
+                if let Some(delay) = backoff.failed(&e, clock::now_ns()) {
+                    may::coroutine::sleep(delay);
+                }
                 continue;
             }
         };
@@ -206,5 +219,81 @@ fn refuse(mut stream: may::net::TcpStream, peer: SocketAddr, shared: &Shared) {
     }
     if stream.write_all(&out).is_ok() {
         crate::server::conn::linger_close(&mut stream);
+    }
+}
+
+/// The first wait after a failed accept.
+pub(crate) const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+/// The longest wait between two accepts while they keep failing.
+pub(crate) const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// How long to wait after a failed `accept`, as Go's `net/http` server does: 5 ms, doubling
+/// while failures go on, at most 1 s; a success resets it. An error that concerns one
+/// connection only (it was aborted or reset before we took it, or the call was interrupted) is
+/// retried at once. Failures are logged at most once a second, with how many were not.
+pub(crate) struct AcceptBackoff {
+    /// Which listener, for the log: `public` or `admin`.
+    listener: &'static str,
+    delay: Duration,
+    /// Failures since the last success.
+    failing: u64,
+    log: OncePerSecond,
+}
+
+impl AcceptBackoff {
+    pub fn new(listener: &'static str) -> AcceptBackoff {
+        AcceptBackoff { listener, delay: Duration::ZERO, failing: 0, log: OncePerSecond::new() }
+    }
+
+    /// An accept failed with `e`: how long to wait before the next (`None`: retry at once).
+    pub fn failed(&mut self, e: &std::io::Error, now_ns: u64) -> Option<Duration> {
+        use std::io::ErrorKind::*;
+        if matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted) {
+            debug!("{} listener: accept: {e} (retrying)", self.listener);
+            return None;
+        }
+        self.delay = if self.delay.is_zero() { ACCEPT_BACKOFF_MIN } else { (self.delay * 2).min(ACCEPT_BACKOFF_MAX) };
+        self.failing += 1;
+        if let Some(held) = self.log.allow(now_ns) {
+            let more = if held > 0 { format!(" ({held} more failures not logged)") } else { String::new() };
+            error!(
+                event = "accept_failed", listener = self.listener, suppressed = held, retry_ms = self.delay.as_millis() as u64;
+                "accept failed on the {} listener: {e}; retrying in {} ms{more}",
+                self.listener,
+                self.delay.as_millis()
+            );
+        }
+        Some(self.delay)
+    }
+
+    /// An accept succeeded: no more waiting (and a line if failures had been logged).
+    pub fn succeeded(&mut self) {
+        if self.failing > 0 {
+            warn!(
+                event = "accept_recovered", listener = self.listener, failures = self.failing;
+                "accepting on the {} listener again after {} failed accepts",
+                self.listener,
+                self.failing
+            );
+            self.failing = 0;
+        }
+        self.delay = Duration::ZERO;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_backoff_doubles_from_5_ms_to_1_s_and_resets_on_success() {
+        let emfile = std::io::Error::from_raw_os_error(24);
+        let mut b = AcceptBackoff::new("test");
+        let delays: Vec<u64> = (0..10).map(|i| b.failed(&emfile, i).unwrap().as_millis() as u64).collect();
+        assert_eq!(delays, [5, 10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+        b.succeeded();
+        assert_eq!(b.failed(&emfile, 11), Some(ACCEPT_BACKOFF_MIN));
+        let aborted = std::io::Error::from(std::io::ErrorKind::ConnectionAborted);
+        assert_eq!(b.failed(&aborted, 12), None, "one connection's error: retried at once");
     }
 }

@@ -32,6 +32,7 @@ use crate::runtime::watchdog::{Watchdog, WatchdogConfig};
 use crate::settings::{Settings, SettingsError};
 use connections::Connections;
 use lifecycle::Lifecycle;
+pub use lifecycle::{StopCause, EXIT_THREAD_CEILING};
 use shared::{RequestIds, Shared};
 
 /// The server. [`Server::start`] binds and returns a [`ServerHandle`]; [`Server::serve`] also
@@ -242,6 +243,9 @@ impl Server {
                 backlog: settings.effective_backlog(),
                 max_requests: settings.max_requests,
                 max_requests_jitter: settings.max_requests_jitter,
+                max_threads: settings.effective_max_threads(),
+                abandoned_priority: settings.abandoned_priority,
+                abandoned_cpu: settings.abandoned_cpu,
             },
             Arc::clone(&app) as Arc<dyn crate::runtime::pool::Runner>,
             Arc::clone(&routes),
@@ -252,6 +256,8 @@ impl Server {
                 grace: settings.cancel_grace,
                 max_abandoned: settings.effective_max_abandoned(),
                 supervisor: supervisor.clone(),
+                starved_after: settings.timeout,
+                exit_at_ceiling: settings.exit_on_thread_ceiling,
             },
             Arc::clone(&routes),
             Arc::clone(&pool),
@@ -278,6 +284,12 @@ impl Server {
             e
         };
         shared.pool.start().map_err(spawn_error("worker threads")).map_err(undo)?;
+        let ceiling = Arc::downgrade(&shared);
+        shared.watchdog.on_ceiling_exit(move || {
+            if let Some(shared) = ceiling.upgrade() {
+                shared.lifecycle.request_drain(StopCause::ThreadCeiling);
+            }
+        });
         shared.watchdog.spawn().map_err(spawn_error("the watchdog thread")).map_err(undo)?;
         let supervisor = Arc::clone(&shared);
         std::thread::Builder::new()
@@ -296,8 +308,10 @@ impl Server {
         listener::spawn(listener, source, Arc::clone(&shared)).map_err(spawn_error("the accept coroutine"))?;
         let s = &shared.settings;
         info!(
-            "vigil started: {} worker threads, queue {}, timeout {:?}, cancel grace {:?}, watchdog tick {:?}",
+            "vigil started: {} worker threads (ceiling {} handler threads{}), queue {}, timeout {:?}, cancel grace {:?}, watchdog tick {:?}",
             s.threads,
+            s.effective_max_threads(),
+            if s.exit_on_thread_ceiling { ", exit at it" } else { "" },
             s.effective_backlog(),
             s.timeout,
             s.cancel_grace,
@@ -309,7 +323,11 @@ impl Server {
 
     /// Installs the Ctrl-C / SIGTERM handler (on Windows also console close and shutdown),
     /// then starts the server, prints `listening on http://ADDR` (and `admin on http://ADDR`)
-    /// to stdout, and blocks until a signal's drain completes. A second signal exits at once.
+    /// to stdout, and blocks until a signal's drain completes. A second signal exits at once
+    /// (status 1). With `--exit-on-thread-ceiling`, a drain the thread ceiling started ends the
+    /// process with status [`EXIT_THREAD_CEILING`](crate::EXIT_THREAD_CEILING) (75), for its
+    /// supervisor to restart it; use [`Server::start`] and [`ServerHandle::wait`] to decide
+    /// otherwise.
     ///
     /// The handler is installed first (once per process; a later `serve` reuses it), so if it
     /// cannot be, because the application installed one of its own, nothing has started:
@@ -320,7 +338,10 @@ impl Server {
         let server = Server::start(settings, app)?;
         let _target = signals::drain_on_signal(&server);
         server.print_addresses();
-        server.wait();
+        if let StopCause::ThreadCeiling = server.wait() {
+            crate::logging::flush();
+            std::process::exit(i32::from(StopCause::ThreadCeiling.exit_status()));
+        }
         Ok(())
     }
 }
@@ -400,7 +421,7 @@ impl ShutdownTrigger {
     /// lifecycle thread, started with the server, so this allocates nothing and starts no
     /// thread (it works at the process's thread limit and from a signal handler's thread).
     pub fn shutdown(&self) {
-        self.shared.lifecycle.request_drain();
+        self.shared.lifecycle.request_drain(StopCause::Requested);
     }
 }
 
@@ -475,7 +496,13 @@ fn drain(shared: &Shared, addr: SocketAddr, source: listener::Source) {
     }
     shared.pool.stop();
     shared.watchdog.stop();
-    info!("drain complete");
+    match shared.lifecycle.cause() {
+        StopCause::ThreadCeiling => warn!(
+            "drain complete; exiting with status {} (thread ceiling, --exit-on-thread-ceiling)",
+            StopCause::ThreadCeiling.exit_status()
+        ),
+        _ => info!("drain complete"),
+    }
     shared.lifecycle.mark_stopped();
 }
 
@@ -512,9 +539,10 @@ impl ServerHandle {
     }
 
     /// Blocks until the server has drained (after [`shutdown`](ServerHandle::shutdown), a
-    /// [`ShutdownTrigger`] or a signal).
-    pub fn wait(self) {
+    /// signal, or the thread ceiling with `--exit-on-thread-ceiling`), and says why it stopped.
+    pub fn wait(self) -> StopCause {
         self.shared.lifecycle.wait_stopped();
+        self.shared.lifecycle.cause()
     }
 
     /// [`wait`](ServerHandle::wait) for at most `timeout`: `true` once the server has drained.
@@ -526,7 +554,7 @@ impl ServerHandle {
     /// Drains and waits: [`shutdown`](ServerHandle::shutdown) then [`wait`](ServerHandle::wait).
     pub fn stop(self) {
         self.shutdown();
-        self.wait();
+        let _ = self.wait();
     }
 
     /// Responses sent so far with `status` (all routes).
@@ -554,7 +582,7 @@ impl fmt::Debug for ServerHandle {
 /// panicking. Nothing to do once it has stopped.
 impl Drop for ServerHandle {
     fn drop(&mut self) {
-        self.shared.lifecycle.request_drain();
+        self.shared.lifecycle.request_drain(StopCause::Requested);
         if !std::thread::panicking() {
             self.shared.lifecycle.wait_stopped();
         }

@@ -80,11 +80,23 @@ impl Shared {
         }
     }
 
-    /// Readiness: `Err(reason)` while draining, with too many abandoned threads, or while the
-    /// pool is short of `--threads` workers (a failed spawn, retried every tick).
+    /// Readiness: `Err(reason)` while draining, at the thread ceiling, with too many abandoned
+    /// threads, or while the pool is short of `--threads` workers (a failed spawn, retried
+    /// every tick).
     pub fn ready(&self) -> Result<(), String> {
-        if self.lifecycle.is_draining() {
+        if self.lifecycle.is_draining() || self.lifecycle.drain_requested() {
             return Err("draining: shutting down".into());
+        }
+        if self.pool.at_ceiling() {
+            let p = &self.pool;
+            return Err(format!(
+                "thread ceiling reached: {} handler threads alive of --max-threads {} ({} of {} workers live, {} abandoned); no stand-in can start",
+                p.alive(),
+                p.max_threads(),
+                p.live(),
+                p.target(),
+                p.abandoned_alive()
+            ));
         }
         let alive = self.pool.abandoned_alive();
         let max = self.settings.effective_max_abandoned();
@@ -98,15 +110,30 @@ impl Shared {
         Ok(())
     }
 
-    /// Liveness: the watchdog ticked recently.
+    /// Liveness: the watchdog ticked recently, and requests do not wait with no worker taking
+    /// any (or no worker live at all) for longer than `--timeout`: the server would answer
+    /// nothing but 503s, and only a restart gives it its threads back.
     pub fn live(&self) -> Result<(), String> {
         let age = self.watchdog.silent_for();
         let limit = (self.watchdog.tick_interval() * 100).max(Duration::from_secs(2));
         if age > limit {
-            Err(format!("watchdog silent for {:.1}s", age.as_secs_f64()))
-        } else {
-            Ok(())
+            return Err(format!("watchdog silent for {:.1}s", age.as_secs_f64()));
         }
+        let after = self.watchdog.starved_after();
+        if let Some(starved) = self.watchdog.starved_for().filter(|s| *s >= after) {
+            let p = &self.pool;
+            return Err(format!(
+                "no worker has taken a request for {:.1}s (--timeout {}s): {} of {} workers live, {} busy, {} abandoned, {} requests queued",
+                starved.as_secs_f64(),
+                after.as_secs_f64(),
+                p.live(),
+                p.target(),
+                p.busy(),
+                p.abandoned_alive(),
+                p.queue_depth()
+            ));
+        }
+        Ok(())
     }
 
     /// The components' counts, for one metrics scrape.
@@ -127,6 +154,7 @@ impl Shared {
             timeouts,
             connections_open: self.conns.open.load(Relaxed),
             connections_busy: self.conns.busy_count(),
+            accept_errors: self.conns.accept_errors.load(Relaxed),
         }
     }
 }

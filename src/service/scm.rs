@@ -144,11 +144,17 @@ fn run_service(arguments: Vec<OsString>) -> Result<(), ServiceError> {
             }
         }
     }
-    info!("service {name} stopped: {}", ExitStatus::Drained.describe());
+    // A drain the thread ceiling started (--exit-on-thread-ceiling) ends with its own status,
+    // so that the recovery actions restart the service.
+    let exit = match server.wait() {
+        crate::server::StopCause::ThreadCeiling => ExitStatus::ThreadCeiling,
+        _ => ExitStatus::Drained,
+    };
+    info!("service {name} stopped: {}", exit.describe());
     crate::logging::flush();
     let mut active = ACTIVE.lock();
     if let Some(mut a) = active.take() {
-        send(&name, &a.status, a.lifecycle.stopped(ExitStatus::Drained));
+        send(&name, &a.status, a.lifecycle.stopped(exit));
     }
     Ok(())
 }

@@ -430,6 +430,22 @@ impl ServerProc {
         ServerProc::spawn(cmd, &args)
     }
 
+    /// Starts the server as `cmd` (which runs the `vigil` binary in the end: `setpriv`,
+    /// `prlimit`) with `args` (port 0 for both listeners unless given) and waits for its
+    /// address lines.
+    pub fn start_wrapped(cmd: Command, args: &[&str]) -> ServerProc {
+        let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        if !args.contains(&"--bind") {
+            all.extend(["--bind".into(), "127.0.0.1:0".into()]);
+        }
+        if !args.contains(&"--admin-bind") {
+            all.extend(["--admin-bind".into(), "127.0.0.1:0".into()]);
+        }
+        let srv = ServerProc::spawn(cmd, &all);
+        srv.admin();
+        srv
+    }
+
     /// Starts the example `name` (built by `cargo test` next to the binary) with `args` and waits
     /// for its `listening on` line. [`admin`](ServerProc::admin) works if the example enables
     /// its admin listener.
@@ -609,4 +625,99 @@ impl Drop for ServerProc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resource limits and unprivileged users (Linux)
+// ---------------------------------------------------------------------------------------------
+
+/// A command that runs the `vigil` binary under a resource limit (`prlimit` options of
+/// util-linux, e.g. `"--nofile=64"`), as whoever runs the tests. The args given to
+/// [`ServerProc::start_wrapped`] are appended.
+#[cfg(target_os = "linux")]
+pub fn vigil_with_limits(limit: &str) -> Command {
+    let mut cmd = Command::new("prlimit");
+    cmd.args([limit, env!("CARGO_BIN_EXE_vigil")]);
+    cmd
+}
+
+/// A user of its own for one test: its uid (and gid) is unique to this test process and
+/// `slot`, so `ulimit -u`, which counts a user's threads machine-wide, counts only this test's
+/// server. Needs root (CI runs as root) and `setpriv` (util-linux).
+#[cfg(target_os = "linux")]
+pub struct Unprivileged {
+    dir: PathBuf,
+    bin: PathBuf,
+    pub uid: u32,
+}
+
+#[cfg(target_os = "linux")]
+impl Unprivileged {
+    /// `None` (with a note on stderr) when not root or without `setpriv`: the caller says the
+    /// test could not run here.
+    pub fn new(slot: u32) -> Option<Unprivileged> {
+        use std::os::unix::fs::PermissionsExt;
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        let have = |tool: &str| ["/usr/bin", "/bin"].iter().any(|d| std::path::Path::new(d).join(tool).exists());
+        if !root || !have("setpriv") || !have("prlimit") {
+            eprintln!("NOT RUN: dropping to an unprivileged user needs root, setpriv and prlimit (CI has all three)");
+            return None;
+        }
+        let uid = 61_000 + (std::process::id() % 2_000) * 8 + slot;
+        // The binary must be readable and executable by that user: a copy in a 0755 directory.
+        let dir = std::env::temp_dir().join(format!("vigil-unpriv-{}-{slot}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let bin = dir.join("vigil");
+        std::fs::copy(env!("CARGO_BIN_EXE_vigil"), &bin).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Some(Unprivileged { dir, bin, uid })
+    }
+
+    /// A command that runs the copied binary as this user, under a resource limit (`prlimit`
+    /// options, e.g. `"--nproc=30"`: what `ulimit -u 30` sets).
+    pub fn vigil(&self, limit: &str) -> Command {
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            &format!("--reuid={}", self.uid),
+            &format!("--regid={}", self.uid),
+            "--clear-groups",
+            "--",
+            "prlimit",
+            limit,
+        ]);
+        cmd.arg(&self.bin);
+        cmd
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for Unprivileged {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The threads of process `pid`: (tid, name), from /proc.
+#[cfg(target_os = "linux")]
+pub fn threads_of(pid: u32) -> Vec<(i32, String)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    tasks
+        .filter_map(|t| {
+            let t = t.ok()?;
+            let tid = t.file_name().to_str()?.parse().ok()?;
+            let name = std::fs::read_to_string(t.path().join("comm")).ok()?;
+            Some((tid, name.trim().to_string()))
+        })
+        .collect()
+}
+
+/// Field `n` (1-based, as numbered in proc(5)) of /proc/PID/task/TID/stat: 19 is the nice
+/// value, 41 the scheduling policy (0 normal, 5 `SCHED_IDLE`).
+#[cfg(target_os = "linux")]
+pub fn task_stat(pid: u32, tid: i32, n: usize) -> Option<i64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(n - 3)?.parse().ok()
 }
