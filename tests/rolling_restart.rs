@@ -374,10 +374,13 @@ impl Drop for ProxyProc {
     /// if it is still there after 5 s.
     fn drop(&mut self) {
         let pid = self.child.id();
-        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
         let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
         let gone = wait_for(Duration::from_secs(5), || self.child.try_wait().ok().flatten().is_some());
         if !gone {
+            // Its children as of now (the proxy is still there, so these are really its own:
+            // a list read earlier could name processes that have exited since and whose numbers
+            // were reused, by a vigil of the other test running alongside, say).
+            let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
             for child in children.split_whitespace() {
                 let _ = Command::new("kill").args(["-KILL", child]).status();
             }
