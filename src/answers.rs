@@ -43,7 +43,8 @@ impl Answers {
     /// Every kind rendered once by `render`. Its status is kept whatever `render` says (the
     /// status is the server's; the format is the app's).
     pub fn rendered(render: &dyn Fn(u16, &str) -> Response) -> Answers {
-        let call = |status: u16, message: &str| render(status, message).with_status(status);
+        // A streaming rendering is read into memory here: the answer is cloned for each use.
+        let call = |status: u16, message: &str| render(status, message).with_status(status).buffered();
         let kinds = catalog();
         let mut statuses: Vec<u16> = kinds.iter().map(|&(s, _)| s).collect();
         statuses.push(400);

@@ -11,7 +11,8 @@
 //! | `GET /cooperative-spin[?ms=N]` | busy loop calling `ctx.checkpoint()?` | 60 000, [`MAX_MS`] |
 //! | `GET /report?secs=N[&pause_ms=M]` | progress + stage "chunk i/n" every 100 ms for N s; pauses reporting for M ms midway; stall timeout 1 s, ceiling 10 × `--timeout` | `secs` 3, [`MAX_REPORT_SECS`]; `pause_ms` 0, [`MAX_MS`] |
 //! | `GET /panic` | panics (→ 500) | |
-//! | `GET /bytes?n=N` | N bytes of `x` (for write-timeout tests) | 1 024, [`MAX_BYTES`] |
+//! | `GET /bytes?n=N` | N bytes of `x`, held in memory (for write-timeout tests) | 1 024, [`MAX_BYTES`] |
+//! | `GET /stream?n=N` | N bytes of `x`, streamed chunked as they are made (`Response::from_reader`) | 1 024, [`MAX_BYTES`] |
 //!
 //! A parameter above its maximum gets 400 (`query parameter ms is too large (at most
 //! 600000)`), so no client can choose an endless spin or an overflowing deadline; so does one
@@ -104,6 +105,11 @@ pub fn app(timeout: Duration) -> App {
         .get("/bytes", |req: &Request, _: &Ctx| -> Result<Response, Error> {
             let n = bounded_param(req, "n", 1024, MAX_BYTES)?;
             Ok(Response::bytes(vec![b'x'; n as usize]))
+        })
+        .get("/stream", |req: &Request, _: &Ctx| -> Result<Response, Error> {
+            use std::io::Read;
+            let n = bounded_param(req, "n", 1024, MAX_BYTES)?;
+            Ok(Response::from_reader(std::io::repeat(b'x').take(n)))
         })
 }
 

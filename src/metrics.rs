@@ -27,12 +27,14 @@ pub(crate) enum Rejected {
     MaxConnections = 2,
     BadRequest = 3,
     Timeout = 4,
+    BodyMemory = 5,
 }
 
 impl Rejected {
-    const ALL: [Rejected; 5] = [Self::QueueFull, Self::Draining, Self::MaxConnections, Self::BadRequest, Self::Timeout];
+    const ALL: [Rejected; 6] =
+        [Self::QueueFull, Self::Draining, Self::MaxConnections, Self::BadRequest, Self::Timeout, Self::BodyMemory];
     fn label(self) -> &'static str {
-        ["queue_full", "draining", "max_connections", "bad_request", "read_timeout"][self as usize]
+        ["queue_full", "draining", "max_connections", "bad_request", "read_timeout", "body_memory"][self as usize]
     }
 }
 
@@ -115,6 +117,9 @@ pub(crate) struct Snapshot {
     pub log_records_dropped: u64,
     /// Failed `accept` calls on the public listener.
     pub accept_errors: u64,
+    /// Bytes request bodies hold of `--max-body-memory`, and that budget.
+    pub body_memory_bytes: u64,
+    pub body_memory_limit_bytes: u64,
 }
 
 /// The request counters and histograms of one server, bumped on the hot path. Series are
@@ -124,7 +129,7 @@ pub(crate) struct Metrics {
     routes: Vec<RouteMetrics>,
     /// Index of the first "unmatched" entry.
     unmatched: usize,
-    rejected: [AtomicU64; 5],
+    rejected: [AtomicU64; Rejected::ALL.len()],
     queue_wait: Histogram,
     start_time: f64,
 }
@@ -366,6 +371,16 @@ impl Metrics {
         for (name, help, v) in gauges {
             f.push(Family::gauge(name, help, Num::Int(v as i64)));
         }
+        f.push(Family::gauge(
+            "vigil_body_memory_bytes",
+            "Bytes request bodies hold in memory now (reserved from --max-body-memory).",
+            Num::Int(snap.body_memory_bytes as i64),
+        ));
+        f.push(Family::gauge(
+            "vigil_body_memory_limit_bytes",
+            "The memory budget of request bodies (--max-body-memory).",
+            Num::Int(snap.body_memory_limit_bytes as i64),
+        ));
         if let Some(rss) = crate::platform::resident_memory_bytes() {
             f.push(Family::gauge(
                 "process_resident_memory_bytes",

@@ -136,6 +136,10 @@ macro_rules! settings_table {
             limit_request_head: usize = DEFAULT_MAX_HEAD_BYTES, BYTES, Between(64, MIB as usize);
             /// largest request body in bytes; larger gets 413.
             max_body: u64 = DEFAULT_MAX_BODY, SIZE, Any;
+            /// request bodies held in memory at once, all connections together; a body that would
+            /// take more gets 503 with `Retry-After` instead of being read further (at least
+            /// `--max-body`).
+            max_body_memory: u64 = 256 * MIB, SIZE, Any;
             /// time to receive a whole request head once its first byte arrived; slower gets 408.
             header_timeout: Duration = secs(10), DURATION, Above(Duration::ZERO);
             /// time to receive the whole request body; slower gets 408.
@@ -563,6 +567,16 @@ impl Settings {
                     format!("must be at least threads ({}), got {max}", self.threads),
                 ));
             }
+        }
+        if self.max_body_memory < self.max_body {
+            return Err(SettingsError::invalid(
+                "max_body_memory",
+                format!(
+                    "must be at least --max-body ({}), or no body of that size could be read, got {}",
+                    show_size(self.max_body),
+                    show_size(self.max_body_memory)
+                ),
+            ));
         }
         if let Some(admin) = self.admin_bind {
             if admin == self.bind && admin.port() != 0 {

@@ -13,12 +13,16 @@
 //! | `hang-mix` | `--hang-connections` connections send only hung requests (`/deadlock`); the others send legit ones. Reports time-to-504 minus `--server-timeout` and every innocent that failed |
 //! | `slowloris` | a baseline run, then the same run while `--slow-connections` connections trickle a head one byte per `--trickle` |
 //! | `idle-connections N` | opens N keep-alive connections and leaves them idle, then measures a new request's latency and the server's RSS (`--server-pid` or `--metrics-url`) |
+//! | `stalled-uploads N` | N uploads to the URL's path that stop one byte short of `--body-size`; reports how the server held or refused them, its RSS (`--server-pid` or `--metrics-url`) and `GET /` meanwhile |
+//! | `unread-responses N` | N clients GET the URL (a big body) and never read past the head; reports the server's RSS per unread answer over the body's size, and `GET /` meanwhile |
 //! | `spinners` | measures the URL's latency under a light paced load, then makes `--spinners` requests to `--spin-path` that spin until the server abandons their threads, measures again, and times `--probes` hung requests to `--hang-path` (time-to-504 past `--server-timeout`) |
 //!
 //! Runs are bounded by `--duration` and `--requests`; targets must be loopback addresses.
 
 #[path = "vigil-bench/client.rs"]
 mod client;
+#[path = "vigil-bench/memory.rs"]
+mod memory;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -32,13 +36,15 @@ use serde_json::json;
 /// Load generator for HTTP/1.1 servers on this machine: requests/s, latency percentiles, status
 /// counts, and — separately — empty replies, resets and truncated responses.
 ///
-/// Scenarios: plaintext, blocking, hang-mix, slowloris, idle-connections N, spinners.
+/// Scenarios: plaintext, blocking, hang-mix, slowloris, idle-connections N, spinners,
+/// stalled-uploads N, unread-responses N.
 #[derive(FromArgs, Debug)]
 struct Cli {
-    /// the scenario: plaintext, blocking, hang-mix, slowloris, idle-connections or spinners
+    /// the scenario: plaintext, blocking, hang-mix, slowloris, idle-connections, spinners,
+    /// stalled-uploads or unread-responses
     #[argh(positional)]
     scenario: String,
-    /// idle-connections only: how many idle connections to open
+    /// idle-connections, stalled-uploads, unread-responses: how many connections to open
     #[argh(positional)]
     count: Option<String>,
     /// server URL, loopback only (default http://127.0.0.1:8080/); its path is what plaintext,
@@ -105,6 +111,10 @@ struct Cli {
     /// spinners: pause between two requests of one measuring connection (default 5ms)
     #[argh(option, default = "Duration::from_millis(5)", from_str_fn(parse_dur))]
     pace: Duration,
+    /// stalled-uploads: the body each upload announces (it sends one byte less; default
+    /// 10485760, the server's default --max-body)
+    #[argh(option, default = "10 << 20")]
+    body_size: u64,
     /// idle-connections: new-connection requests timed before and after opening the idle ones
     /// (default 200); spinners: hung requests timed (default 10)
     #[argh(option, default = "200")]
@@ -129,9 +139,10 @@ fn main() {
         fail("--duration: must be above 0 (or give --requests)");
     }
     let target = Target::parse(&cli.url).unwrap_or_else(|e| fail(format!("--url: {e}")));
-    if cli.count.is_some() && cli.scenario != "idle-connections" {
+    let counted = ["idle-connections", "stalled-uploads", "unread-responses"];
+    if cli.count.is_some() && !counted.contains(&cli.scenario.as_str()) {
         fail(format!(
-            "unexpected argument {:?}: only idle-connections takes a count",
+            "unexpected argument {:?}: only idle-connections, stalled-uploads and unread-responses take a count",
             cli.count.as_deref().unwrap_or("")
         ));
     }
@@ -149,8 +160,21 @@ fn main() {
         "slowloris" => slowloris(&cli, &target, &load),
         "idle-connections" => idle_connections(&cli, &target),
         "spinners" => spinners(&cli, &target, &load),
+        "stalled-uploads" => {
+            let n = count_arg(&cli, "stalled-uploads", 40);
+            let rss = memory::Rss { now: &|| server_rss(&cli), peak: &|| server_peak_rss(&cli) };
+            let (text, json) = memory::stalled_uploads(&target, n, cli.body_size, cli.timeout, &rss);
+            Report { text, json }
+        }
+        "unread-responses" => {
+            let n = count_arg(&cli, "unread-responses", 1);
+            let rss = memory::Rss { now: &|| server_rss(&cli), peak: &|| server_peak_rss(&cli) };
+            let (text, json) = memory::unread_responses(&target, n, cli.timeout, &rss);
+            Report { text, json }
+        }
         other => fail(format!(
-            "unknown scenario {other:?}: expected plaintext, blocking, hang-mix, slowloris, idle-connections N or spinners"
+            "unknown scenario {other:?}: expected plaintext, blocking, hang-mix, slowloris, idle-connections N, spinners, \
+             stalled-uploads N or unread-responses N"
         )),
     };
     let mut obj = json!({
@@ -165,6 +189,18 @@ fn main() {
         println!("{obj}");
     } else {
         print!("{}", report.text);
+    }
+}
+
+/// The scenario's count (`stalled-uploads 40`), `default` if none is given.
+fn count_arg(cli: &Cli, scenario: &str, default: usize) -> usize {
+    match cli.count.as_deref().map(str::parse) {
+        None => default,
+        Some(Ok(n)) if n > 0 => n,
+        Some(_) => fail(format!(
+            "{scenario}: the count must be a positive integer, got {:?}",
+            cli.count.as_deref().unwrap_or("")
+        )),
     }
 }
 
@@ -498,6 +534,13 @@ fn raise_nofile() -> u64 {
 }
 
 /// The server's resident memory, from `--server-pid` or `--metrics-url`.
+/// The server's peak resident memory so far (`VmHWM`; `--server-pid` only).
+fn server_peak_rss(cli: &Cli) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", cli.server_pid?)).ok()?;
+    let kb: u64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 fn server_rss(cli: &Cli) -> Option<u64> {
     if let Some(pid) = cli.server_pid {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

@@ -1,8 +1,17 @@
 //! Responses: the type handlers return, and the encoder that turns one into bytes on the wire.
+//!
+//! The encoder writes the head only ([`encode_head`]); the body stays in the response and the
+//! connection writes it from there ([`Payload`]), so a big body is never copied into a second
+//! buffer.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
+use std::io::{self, Read};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::body::{
+    self, Body, BoxError, Chunks, IterSource, Produce, ReadSource, SharedSource, Spent, Stream, StreamEnd,
+};
 
 /// An HTTP response: status, header fields and a body.
 ///
@@ -23,11 +32,20 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// let c = Response::text("hi").append_header("Set-Cookie", "a=1").append_header("Set-Cookie", "b=2");
 /// assert_eq!(c.headers_named("set-cookie").collect::<Vec<_>>(), ["a=1", "b=2"]);
 /// ```
+///
+/// A body is written to the client from the response's own buffer, never copied. A body too
+/// big to hold in memory can be streamed instead: [`from_reader`](Response::from_reader) and
+/// [`from_chunks`](Response::from_chunks) produce it chunk by chunk while it is sent (README,
+/// "Streaming responses").
+///
+/// Cloning a response clones its headers and bytes; a streaming body's producer is shared, not
+/// copied, so only one of the clones can send it (a clone sent after it is cut off after its
+/// head, and the error logged).
 #[derive(Clone, Debug)]
 pub struct Response {
     status: u16,
     headers: Vec<(Cow<'static, str>, Cow<'static, str>)>,
-    body: Cow<'static, [u8]>,
+    body: Body,
     /// Why a handler's error became this response, for the log only (never sent): see
     /// `Error::internal`.
     cause: Option<Box<str>>,
@@ -36,7 +54,7 @@ pub struct Response {
 impl Response {
     /// An empty response with `status`.
     pub fn new(status: u16) -> Self {
-        Response { status, headers: Vec::new(), body: Cow::Borrowed(b""), cause: None }
+        Response { status, headers: Vec::new(), body: Body::Bytes(Cow::Borrowed(b"")), cause: None }
     }
 
     /// `200 OK` with a `text/plain; charset=utf-8` body.
@@ -48,7 +66,7 @@ impl Response {
         Response {
             status: 200,
             headers: vec![(Cow::Borrowed("Content-Type"), Cow::Borrowed("text/plain; charset=utf-8"))],
-            body,
+            body: Body::Bytes(body),
             cause: None,
         }
     }
@@ -79,7 +97,137 @@ impl Response {
 
     /// `200 OK` with raw bytes and no content type.
     pub fn bytes(body: impl Into<Cow<'static, [u8]>>) -> Self {
-        Response { status: 200, headers: Vec::new(), body: body.into(), cause: None }
+        Response { status: 200, headers: Vec::new(), body: Body::Bytes(body.into()), cause: None }
+    }
+
+    /// `200 OK` with a body read from `reader` while it is sent, so it never sits in memory
+    /// whole: chunked (`Transfer-Encoding: chunked`; to an HTTP/1.0 client, delimited by closing
+    /// the connection), or with `Content-Length` if [`with_length`](Response::with_length) gives
+    /// the length. No content type is set.
+    ///
+    /// The reader runs on the worker thread that ran the handler, after it returned: one chunk
+    /// of up to 64 KiB per `read`, at most 256 KiB waiting for the client, so a slow client
+    /// slows the reader down rather than filling memory. The worker stays busy until the last
+    /// chunk is handed to the connection, and the route's deadline covers the whole body: a
+    /// body still being produced at the deadline is cut off (see README, "Streaming responses").
+    /// A `read` error ends the body early: the connection is closed without the final chunk (or
+    /// short of the announced length), so the client can tell the body is incomplete, and the
+    /// error is logged. A HEAD request or a status without a body (1xx, 204, 304) never reads
+    /// it.
+    ///
+    /// ```
+    /// use std::io::Read;
+    /// use vigil::Response;
+    ///
+    /// // Any `Read + Send + 'static`: a file, a child's stdout, or here 100 KB made on the fly.
+    /// let big = std::io::repeat(b'x').take(100_000);
+    /// let r = Response::from_reader(big).with_length(100_000).with_header("Content-Type", "text/plain");
+    /// assert!(r.is_streaming());
+    /// assert!(r.body().is_empty(), "a streaming body is not in memory");
+    /// assert_eq!(r.read_body().unwrap().len(), 100_000); // as a test would read it
+    /// ```
+    pub fn from_reader(reader: impl Read + Send + 'static) -> Self {
+        Response::stream(Box::new(ReadSource(reader)))
+    }
+
+    /// `200 OK` with a body made of the chunks `chunks` yields, produced while the body is sent;
+    /// otherwise like [`from_reader`](Response::from_reader). Each item is a chunk
+    /// (`Vec<u8>`, `String`, `&'static str`...) or the error that ends the body early (any
+    /// `std::error::Error + Send + Sync`, or a string); empty chunks are skipped.
+    ///
+    /// ```
+    /// use vigil::{App, Ctx, Request, Response};
+    ///
+    /// let app = App::new().get("/rows", |_: &Request, _: &Ctx| {
+    ///     // Rows rendered as they are sent, never all at once.
+    ///     Response::from_chunks((1..=3).map(|i| Ok::<_, std::io::Error>(format!("row {i}\n"))))
+    ///         .with_header("Content-Type", "text/plain")
+    /// });
+    /// let resp = app.call(Request::builder("GET", "/rows").build());
+    /// assert_eq!(resp.read_body().unwrap(), b"row 1\nrow 2\nrow 3\n");
+    ///
+    /// // A producer that fails: the client gets a truncated body; a test sees the error.
+    /// let failing = Response::from_chunks(vec![Ok("partial"), Err("database went away")]);
+    /// assert!(failing.read_body().unwrap_err().to_string().contains("database went away"));
+    /// ```
+    pub fn from_chunks<I, B, E>(chunks: I) -> Self
+    where
+        I: IntoIterator<Item = Result<B, E>>,
+        I::IntoIter: Send + 'static,
+        B: Into<Vec<u8>>,
+        E: Into<BoxError>,
+    {
+        Response::stream(Box::new(IterSource(chunks.into_iter())))
+    }
+
+    fn stream(source: Box<dyn Produce>) -> Self {
+        let body = Body::Stream(Box::new(Stream { len: None, end: StreamEnd::Source(SharedSource::new(source)) }));
+        Response { status: 200, headers: Vec::new(), body, cause: None }
+    }
+
+    /// Announces the length of a streaming body: it is sent with `Content-Length: len` instead
+    /// of chunked. A producer that gives fewer bytes, or more, is an error: the body is cut at
+    /// `len` (or where the producer stopped), the connection closed and the error logged. A
+    /// body in memory has its own length, which this does not change.
+    ///
+    /// ```
+    /// let file = std::io::Cursor::new(vec![7u8; 4096]); // a File, say, with its metadata's len
+    /// let r = vigil::Response::from_reader(file).with_length(4096);
+    /// assert_eq!(r.read_body().unwrap().len(), 4096);
+    /// // A producer that does not keep its word is an error.
+    /// let short = vigil::Response::from_reader(&b"abc"[..]).with_length(10);
+    /// assert!(short.read_body().is_err());
+    /// ```
+    pub fn with_length(mut self, len: u64) -> Self {
+        if let Body::Stream(s) = &mut self.body {
+            s.len = Some(len);
+        }
+        self
+    }
+
+    /// Whether the body is streamed ([`from_reader`](Response::from_reader),
+    /// [`from_chunks`](Response::from_chunks)) rather than held in memory.
+    ///
+    /// ```
+    /// assert!(vigil::Response::from_reader(std::io::empty()).is_streaming());
+    /// assert!(!vigil::Response::text("in memory").is_streaming());
+    /// ```
+    pub fn is_streaming(&self) -> bool {
+        matches!(self.body, Body::Stream(_))
+    }
+
+    /// The whole body: the bytes in memory, or a streaming body read to its end on the calling
+    /// thread (what a handler test does; the server itself streams it). A producer's error, or
+    /// a streamed length that does not match [`with_length`](Response::with_length), is an
+    /// `Err`. A streaming body can be read once: a clone of the response shares its producer.
+    ///
+    /// ```
+    /// use vigil::Response;
+    /// assert_eq!(Response::text("hi").read_body().unwrap(), b"hi");
+    /// let streamed = Response::from_chunks(vec![Ok::<_, std::io::Error>("a"), Ok("b")]);
+    /// let clone = streamed.clone();
+    /// assert_eq!(streamed.read_body().unwrap(), b"ab");
+    /// assert!(clone.read_body().is_err(), "its producer was used up by the original");
+    /// ```
+    pub fn read_body(self) -> io::Result<Vec<u8>> {
+        match self.body {
+            Body::Bytes(b) => Ok(b.into_owned()),
+            Body::Stream(s) => match s.end {
+                StreamEnd::Source(source) => body::collect(source.take().map_err(io::Error::other)?, s.len),
+                StreamEnd::Pipe(mut pipe) => {
+                    let mut chunks = Vec::new();
+                    loop {
+                        let next = pipe.next_chunks(&mut chunks);
+                        match next {
+                            body::Next::More => continue,
+                            body::Next::End => return Ok(chunks.concat()),
+                            body::Next::Broken => return Err(io::Error::other("the streaming body broke off")),
+                        }
+                    }
+                }
+                StreamEnd::Unsent => Ok(Vec::new()),
+            },
+        }
     }
 
     /// Replaces the status.
@@ -127,9 +275,57 @@ impl Response {
         self.headers.iter().filter(move |(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| &**v)
     }
 
-    /// The body bytes.
+    /// The body bytes; empty for a streaming body (see [`read_body`](Response::read_body)).
     pub fn body(&self) -> &[u8] {
-        &self.body
+        match &self.body {
+            Body::Bytes(b) => b,
+            Body::Stream(_) => &[],
+        }
+    }
+
+    /// Takes the producer of a streaming body out, to run on a worker thread; the response
+    /// keeps the body's length and sends nothing after its head unless a pipe is set
+    /// ([`set_pipe`](Response::set_pipe)). `None` for a body in memory (or one already taken
+    /// out of this response); `Some(Err(Spent))` if a clone of it took the producer first.
+    pub(crate) fn take_source(&mut self) -> Option<Result<Box<dyn Produce>, Spent>> {
+        let Body::Stream(s) = &mut self.body else { return None };
+        match std::mem::replace(&mut s.end, StreamEnd::Unsent) {
+            StreamEnd::Source(p) => Some(p.take()),
+            other => {
+                s.end = other;
+                None
+            }
+        }
+    }
+
+    /// The same response with a streaming body read into memory (on the calling thread; the
+    /// part read before an error, if it fails): for answers rendered once and cloned for each
+    /// use.
+    pub(crate) fn buffered(mut self) -> Response {
+        if let Some(Ok(source)) = self.take_source() {
+            let mut out = Vec::new();
+            let mut source = source;
+            while let Ok(Some(chunk)) = source.next_chunk() {
+                out.extend_from_slice(&chunk);
+            }
+            self.body = Body::Bytes(Cow::Owned(out));
+        }
+        self
+    }
+
+    /// The length a streaming body announced, if any.
+    pub(crate) fn stream_len(&self) -> Option<u64> {
+        match &self.body {
+            Body::Stream(s) => s.len,
+            Body::Bytes(_) => None,
+        }
+    }
+
+    /// Gives a streaming body (whose producer was taken) the connection's end of its pipe.
+    pub(crate) fn set_pipe(&mut self, pipe: Box<dyn Chunks>) {
+        if let Body::Stream(s) = &mut self.body {
+            s.end = StreamEnd::Pipe(pipe);
+        }
     }
 
     /// A short plain-text error response, as the server itself sends them.
@@ -194,6 +390,7 @@ pub(crate) fn reason(status: u16) -> &'static str {
 }
 
 /// What the connection adds to a response when encoding it.
+#[derive(Clone, Copy)]
 pub(crate) struct Framing<'a> {
     /// HEAD request: headers only (Content-Length still describes the body a GET would get).
     pub head_only: bool,
@@ -206,20 +403,134 @@ pub(crate) struct Framing<'a> {
     pub request_id: Option<&'a str>,
 }
 
-/// Appends the encoded response to `out`.
+/// What follows a response's head on the wire, written by the connection from where it is.
+#[derive(Debug)]
+pub(crate) enum Payload {
+    /// Nothing (HEAD, 1xx, 204, 304, an empty body).
+    None,
+    /// The response's own bytes.
+    Bytes(Cow<'static, [u8]>),
+    /// A streaming body's chunks, framed as the head said.
+    Stream(Box<dyn Chunks>, StreamFraming),
+}
+
+/// How a streaming body is framed on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StreamFraming {
+    /// `Content-Length` was sent: the chunks as they are.
+    Length,
+    /// `Transfer-Encoding: chunked`: each chunk with its size line, then the last chunk.
+    Chunked,
+    /// HTTP/1.0 and no length: the chunks as they are, and the connection closes after them.
+    UntilClose,
+}
+
+/// A response's head encoded, and what the connection sends after it.
+#[derive(Debug)]
+pub(crate) struct Encoded {
+    pub payload: Payload,
+    /// The connection closes after this response: `Framing::close`, or a body that only the
+    /// close can delimit (or that was lost).
+    pub close: bool,
+}
+
+/// How the head describes the body.
+enum Length {
+    /// No body and no length (1xx, 204, 304).
+    Bodiless,
+    Content(u64),
+    Chunked,
+    /// No length at all: the body ends when the connection closes (HTTP/1.0, or a HEAD
+    /// answer to one).
+    None,
+}
+
+/// Appends the response's head to `out` and takes its body out, to be written from where it
+/// is (the response is left with an empty body). A streaming body must have been split on a
+/// worker already (`Response::take_source`); one that was not is not sent (its producer, user
+/// code, is dropped with the response).
+pub(crate) fn encode_head(resp: &mut Response, f: &Framing<'_>, out: &mut Vec<u8>) -> Encoded {
+    let status = valid_status(resp.status);
+    // 1xx, 204 and 304 carry no body and no Content-Length (RFC 9110 §8.6).
+    let bodiless = is_bodiless(status);
+    let send_body = !f.head_only && !bodiless;
+    let mut close = f.close;
+    let (length, payload) = match &mut resp.body {
+        _ if bodiless => (Length::Bodiless, Payload::None),
+        Body::Bytes(b) => {
+            let len = Length::Content(b.len() as u64);
+            (len, if send_body && !b.is_empty() { Payload::Bytes(std::mem::take(b)) } else { Payload::None })
+        }
+        Body::Stream(s) => {
+            let (length, framing) = match s.len {
+                Some(n) => (Length::Content(n), StreamFraming::Length),
+                None if f.http10 => (Length::None, StreamFraming::UntilClose),
+                None => (Length::Chunked, StreamFraming::Chunked),
+            };
+            if !send_body {
+                // A HEAD answer describes the body a GET would get, and sends none.
+                (length, Payload::None)
+            } else if let StreamEnd::Pipe(pipe) = std::mem::replace(&mut s.end, StreamEnd::Unsent) {
+                close |= framing == StreamFraming::UntilClose;
+                (length, Payload::Stream(pipe, framing))
+            } else {
+                // A body that should follow but has no pipe (a bug): the head promises one, so
+                // the connection closes to end it.
+                close = true;
+                (length, Payload::None)
+            }
+        }
+    };
+    write_head(status, &resp.headers, length, &Framing { close, ..*f }, out);
+    Encoded { payload, close }
+}
+
+/// Appends the whole encoded response, head and body, to `out`: for the server's own small
+/// answers (admin endpoints, the listener's refusals), which are not streamed.
 pub(crate) fn encode(resp: &Response, f: &Framing<'_>, out: &mut Vec<u8>) {
-    let status = if (100..=999).contains(&resp.status) { resp.status } else { 500 };
+    let status = valid_status(resp.status);
+    let bodiless = is_bodiless(status);
+    let body = resp.body();
+    let length = if bodiless { Length::Bodiless } else { Length::Content(body.len() as u64) };
+    write_head(status, &resp.headers, length, f, out);
+    if !f.head_only && !bodiless {
+        out.extend_from_slice(body);
+    }
+}
+
+fn valid_status(status: u16) -> u16 {
+    if (100..=999).contains(&status) {
+        status
+    } else {
+        500
+    }
+}
+
+/// Whether responses with `status` carry no body (RFC 9110 §15.2, §15.3.5, §15.4.5).
+pub(crate) fn is_bodiless(status: u16) -> bool {
+    status < 200 || status == 204 || status == 304
+}
+
+fn write_head(
+    status: u16,
+    headers: &[(Cow<'static, str>, Cow<'static, str>)],
+    length: Length,
+    f: &Framing<'_>,
+    out: &mut Vec<u8>,
+) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
     out.push(b' ');
     out.extend_from_slice(reason(status).as_bytes());
     out.extend_from_slice(b"\r\nDate: ");
     with_date(|d| out.extend_from_slice(d));
-    // 1xx, 204 and 304 carry no body and no Content-Length (RFC 9110 §8.6).
-    let bodiless = status < 200 || status == 204 || status == 304;
-    if !bodiless {
-        out.extend_from_slice(b"\r\nContent-Length: ");
-        out.extend_from_slice(itoa::Buffer::new().format(resp.body.len()).as_bytes());
+    match length {
+        Length::Content(n) => {
+            out.extend_from_slice(b"\r\nContent-Length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        }
+        Length::Chunked => out.extend_from_slice(b"\r\nTransfer-Encoding: chunked"),
+        Length::Bodiless | Length::None => {}
     }
     if f.close {
         out.extend_from_slice(b"\r\nConnection: close");
@@ -230,7 +541,7 @@ pub(crate) fn encode(resp: &Response, f: &Framing<'_>, out: &mut Vec<u8>) {
         out.extend_from_slice(b"\r\nX-Request-Id: ");
         out.extend_from_slice(id.as_bytes());
     }
-    for (k, v) in &resp.headers {
+    for (k, v) in headers {
         if is_managed(k) || !valid_field(k, v) {
             continue;
         }
@@ -240,9 +551,6 @@ pub(crate) fn encode(resp: &Response, f: &Framing<'_>, out: &mut Vec<u8>) {
         out.extend_from_slice(v.as_bytes());
     }
     out.extend_from_slice(b"\r\n\r\n");
-    if !f.head_only && !bodiless {
-        out.extend_from_slice(&resp.body);
-    }
 }
 
 fn is_managed(name: &str) -> bool {

@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 
 use crate::http::request::Request;
 use crate::platform::PeerProbe;
+use crate::runtime::budget::Reservation;
 use crate::runtime::clock;
 use crate::runtime::reply::{Reply, ReplySlot};
 use crate::runtime::routes::{RouteId, RouteInfo};
@@ -64,6 +65,10 @@ pub(crate) struct Inflight {
     reply: Option<Arc<ReplySlot>>,
     /// The connection's socket, polled by the watchdog to notice a client that went away.
     pub peer: Option<PeerProbe>,
+    /// What the request's body holds of `--max-body-memory`: given back when the record (and
+    /// with it the body) is dropped. Never read: it is held for its `Drop`.
+    #[allow(dead_code)]
+    body_memory: Option<Reservation>,
 }
 
 impl U8Enum for Option<TimeoutReason> {
@@ -92,6 +97,13 @@ pub(crate) struct Arrival {
 impl Inflight {
     /// A queued request of `route`, whose deadline runs from `a.start_ns`.
     pub fn new(a: Arrival, route: &RouteInfo) -> Self {
+        Self::holding(a, route, None)
+    }
+
+    /// A queued request whose body holds `body_memory` of the memory budget: given back when
+    /// the record (and with it the body) is dropped.
+    #[inline]
+    pub fn holding(a: Arrival, route: &RouteInfo, body_memory: Option<Reservation>) -> Self {
         let upstream_deadline = a.upstream_timeout.is_some_and(|u| u < route.timeout);
         let timeout = if upstream_deadline { a.upstream_timeout.unwrap_or(route.timeout) } else { route.timeout };
         Inflight {
@@ -120,6 +132,7 @@ impl Inflight {
             token: Token::new(),
             reply: a.reply,
             peer: a.peer,
+            body_memory,
         }
     }
 

@@ -11,6 +11,7 @@
 //! [`notify`] (sd_notify). It depends only on the HTTP codec (`crate::http`) and
 //! `crate::platform`.
 
+pub(crate) mod budget;
 pub(crate) mod clock;
 pub(crate) mod decide;
 pub(crate) mod inflight;
@@ -21,6 +22,7 @@ pub(crate) mod refusal;
 pub(crate) mod reply;
 pub(crate) mod routes;
 pub(crate) mod state;
+pub(crate) mod stream;
 pub(crate) mod threads;
 pub(crate) mod token;
 pub(crate) mod watchdog;

@@ -521,7 +521,8 @@ impl Pool {
             return After::Serve;
         }
         let reply = match catch_unwind(AssertUnwindSafe(|| self.runner.run(job))) {
-            Ok(r) => Reply::Send(r, Source::Handler),
+            // A streaming body is produced here, on this worker, before the request is finished.
+            Ok(r) => Reply::Send(crate::runtime::stream::deliver(job, r, &self.routes), Source::Handler),
             Err(panic) => {
                 self.panics_total.fetch_add(1, Relaxed);
                 let what = LAST_PANIC.with(|p| p.borrow_mut().take()).unwrap_or_else(|| panic_text(&panic));

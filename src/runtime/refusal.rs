@@ -63,11 +63,13 @@ pub(crate) enum Refusal {
     ShutdownCancelled,
     /// Its handler panicked (500).
     Panic,
+    /// Its body would take request bodies past `--max-body-memory` (503; the body is not read).
+    BodyMemory,
 }
 
 impl Refusal {
     /// Every refusal.
-    pub const ALL: [Refusal; 9] = [
+    pub const ALL: [Refusal; 10] = [
         Refusal::QueueFull,
         Refusal::Draining,
         Refusal::TooManyConnections,
@@ -77,6 +79,7 @@ impl Refusal {
         Refusal::Stall,
         Refusal::ShutdownCancelled,
         Refusal::Panic,
+        Refusal::BodyMemory,
     ];
 
     /// The refusal for a request the watchdog timed out for `reason`: `queued` says whether
@@ -93,7 +96,11 @@ impl Refusal {
 
     pub fn status(self) -> u16 {
         match self {
-            Refusal::QueueFull | Refusal::Draining | Refusal::TooManyConnections | Refusal::QueuedPastDeadline => 503,
+            Refusal::QueueFull
+            | Refusal::Draining
+            | Refusal::TooManyConnections
+            | Refusal::QueuedPastDeadline
+            | Refusal::BodyMemory => 503,
             Refusal::UpstreamDeadline | Refusal::Timeout | Refusal::Stall | Refusal::ShutdownCancelled => 504,
             Refusal::Panic => 500,
         }
@@ -102,7 +109,7 @@ impl Refusal {
     /// Who answers it (the access log's `source`).
     pub fn source(self) -> Source {
         match self {
-            Refusal::QueueFull | Refusal::TooManyConnections => Source::Overload,
+            Refusal::QueueFull | Refusal::TooManyConnections | Refusal::BodyMemory => Source::Overload,
             Refusal::Draining | Refusal::ShutdownCancelled => Source::Drain,
             Refusal::QueuedPastDeadline | Refusal::UpstreamDeadline | Refusal::Timeout | Refusal::Stall => {
                 Source::Watchdog
@@ -123,6 +130,7 @@ impl Refusal {
             Refusal::Stall => "request stalled: no progress within the route's stall timeout",
             Refusal::ShutdownCancelled => "server shutting down: request cancelled",
             Refusal::Panic => "internal server error",
+            Refusal::BodyMemory => "server busy: too many request bodies in memory",
         }
     }
 }

@@ -516,17 +516,20 @@ impl Watchdog {
         r.cancel_ns.store(now, Release);
         r.set_timeout_reason(reason);
         self.count_timeout(r.route, reason);
-        r.answer(Refusal::for_timeout(reason, false).into());
+        // Not answered if its response is already on its way: a streaming body still being
+        // produced, which the token's firing breaks off (`runtime::stream`).
+        let answered = r.answer(Refusal::for_timeout(reason, false).into());
         self.offload.run_callbacks(r.token.fire());
         let rec = self.record_timeout(r, reason, now, Outcome::Pending);
         self.offload.log(move || {
             let thread = rec.thread.map(|t| t.to_string()).unwrap_or_default();
+            let (status, what) = if answered { (504u16, "answered 504") } else { (0, "its answer already under way (a streaming body is cut off)") };
             warn!(
                 target: "vigil::watchdog",
                 event = "timeout", id = rec.id.as_str(), method = rec.method.as_str(), path = rec.path.as_str(),
                 route = rec.route.as_str(), reason = rec.reason.label(), elapsed = rec.elapsed, deadline = rec.deadline,
-                stage = rec.stage.as_str(), thread = thread.as_str(), status = 504u16, outcome = "pending";
-                "timeout id={} {} {} route={} reason={} elapsed={:.3}s deadline={:.3}s stage={:?} thread={thread}: cancelling, answered 504 (outcome follows: honored or abandoned)",
+                stage = rec.stage.as_str(), thread = thread.as_str(), status = status, outcome = "pending";
+                "timeout id={} {} {} route={} reason={} elapsed={:.3}s deadline={:.3}s stage={:?} thread={thread}: cancelling, {what} (outcome follows: honored or abandoned)",
                 rec.id, rec.method, rec.path, rec.route, rec.reason.label(), rec.elapsed, rec.deadline, rec.stage,
             )
         });

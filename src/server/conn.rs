@@ -5,13 +5,18 @@
 //! coroutine (with may's per-socket timeouts), the queue is fed with `try_send`, and the reply
 //! arrives on a may channel. Buffers live on the heap and are reused for the whole connection.
 //!
+//! Writing: a response's head is encoded into the connection's write buffer and its body stays
+//! where it is (the response's own bytes, or the pipe of a streaming body, which the worker
+//! fills); `flush` writes heads and bodies in order with vectored writes, so the answers to
+//! pipelined requests still go out in one write, and no body is copied.
+//!
 //! Every failure that can still be answered is answered (a 4xx/5xx with a short body and
 //! `Connection: close`); the connection then closes gracefully (write side first, then the rest
 //! of the client's bytes are drained for a moment) so the answer is not lost to a reset. Every
 //! answer, and every request whose client went away before it (499, nothing sent), gets an
 //! access line (`server::access`) when `--access-log` is on.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::*;
 use std::sync::Arc;
@@ -20,12 +25,15 @@ use std::time::{Duration, Instant};
 use log::{debug, warn};
 use may::net::TcpStream;
 
+use crate::answers::Answers;
 use crate::app::Routed;
+use crate::http::body::{Chunks, Next};
 use crate::http::parse::{parse_head, ChunkedDecoder, Framing as BodyFraming, Head, ParseError, Span, Version};
 use crate::http::request::Request;
-use crate::http::response::{encode, Framing, Response};
+use crate::http::response::{encode_head, Framing, Payload, Response, StreamFraming};
 use crate::metrics::Rejected;
 use crate::platform::PeerProbe;
+use crate::runtime::budget::Reservation;
 use crate::runtime::clock;
 use crate::runtime::inflight::{Arrival, Inflight};
 use crate::runtime::pool::SubmitError;
@@ -73,6 +81,9 @@ enum Fault {
     HeadTimeout,
     /// The body did not arrive within `--body-timeout` (408).
     BodyTimeout,
+    /// The body would take request bodies past `--max-body-memory` (503 with `Retry-After`;
+    /// it is not read further).
+    BodyMemory,
 }
 
 impl Fault {
@@ -80,6 +91,7 @@ impl Fault {
         match self {
             Fault::Framing(e) => e.status(),
             Fault::HeadTimeout | Fault::BodyTimeout => 408,
+            Fault::BodyMemory => Refusal::BodyMemory.status(),
         }
     }
 
@@ -88,6 +100,7 @@ impl Fault {
             Fault::Framing(e) => e.message(),
             Fault::HeadTimeout => "timed out reading the request head",
             Fault::BodyTimeout => "timed out reading the request body",
+            Fault::BodyMemory => Refusal::BodyMemory.message(),
         }
     }
 
@@ -97,6 +110,7 @@ impl Fault {
         match self {
             Fault::Framing(_) => Rejected::BadRequest,
             Fault::HeadTimeout | Fault::BodyTimeout => Rejected::Timeout,
+            Fault::BodyMemory => Rejected::BodyMemory,
         }
     }
 
@@ -104,6 +118,15 @@ impl Fault {
         match self {
             Fault::Framing(_) => Source::Parser,
             Fault::HeadTimeout | Fault::BodyTimeout => Source::ReadTimeout,
+            Fault::BodyMemory => Refusal::BodyMemory.source(),
+        }
+    }
+
+    /// The answer, in the app's format if it renders errors (a 503 says when to retry).
+    fn response(self, answers: &Answers) -> Response {
+        match self {
+            Fault::BodyMemory => answers.refusal(Refusal::BodyMemory),
+            _ => answers.get(self.status(), self.message()),
         }
     }
 }
@@ -133,7 +156,13 @@ struct Conn<'a> {
     rbuf: Vec<u8>,
     start: usize,
     end: usize,
+    /// Heads (and `100 Continue`) waiting to be written; the bodies that go between them wait
+    /// in `bodies`.
     wbuf: Vec<u8>,
+    bodies: Bodies,
+    /// A write failed or a streaming body broke off: nothing more may be written (the client
+    /// would read it as part of the broken body).
+    write_failed: bool,
     /// The read timeout currently set on the socket (setting it is a syscall).
     read_timeout: Option<Duration>,
     seq: u64,
@@ -142,6 +171,9 @@ struct Conn<'a> {
     requests: u64,
     /// Whether the request being handled is a HEAD (its answer carries no body).
     last_method_is_head: bool,
+    /// What the body just read holds of `--max-body-memory`, until its request's in-flight
+    /// record takes it over (`enqueue`).
+    body_memory: Option<Reservation>,
     /// This connection's entry in the server's registry (busy or idle, for the drain).
     slot: Arc<ConnSlot>,
 }
@@ -166,11 +198,14 @@ pub(crate) fn serve(stream: TcpStream, peer: SocketAddr, slot: Arc<ConnSlot>, sh
         start: 0,
         end: 0,
         wbuf: Vec::new(),
+        bodies: Bodies::default(),
+        write_failed: false,
         read_timeout: None,
         seq: 0,
         reply: None,
         requests: 0,
         last_method_is_head: false,
+        body_memory: None,
         slot,
     };
     match c.run() {
@@ -404,7 +439,7 @@ impl Conn<'_> {
             reply: Some(slot),
             peer: PeerProbe::new(&self.stream),
         };
-        let job = Arc::new(Inflight::new(arrival, shared.routes.get(route)));
+        let job = Arc::new(Inflight::holding(arrival, shared.routes.get(route), self.body_memory.take()));
         match shared.pool.submit(Arc::clone(&job)) {
             Ok(()) => shared.watchdog.register(&job),
             Err(e) => refuse_unqueued(shared, &job, e, start_ns),
@@ -419,7 +454,7 @@ impl Conn<'_> {
         let shared = self.shared;
         let (keep_alive, http10, head_only) = keep;
         let unmatched = !shared.routes.is_app_route(job.route);
-        let (resp, source) = match reply {
+        let (mut resp, source) = match reply {
             // A request the router refused, run through the pool for the app's hooks.
             Reply::Send(resp, Source::Handler) if unmatched => (resp, Source::Router),
             Reply::Send(resp, source) => (resp, source),
@@ -430,19 +465,21 @@ impl Conn<'_> {
             || shared.settings.keepalive.is_zero()
             || shared.lifecycle.is_draining()
             || resp.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        encode(&resp, &Framing { head_only, close, http10, request_id: Some(job.req.id()) }, &mut self.wbuf);
+        let status = resp.status();
+        let framing = Framing { head_only, close, http10, request_id: Some(job.req.id()) };
+        let close = self.queue(&mut resp, &framing);
         let now = clock::now_ns();
         let elapsed = Duration::from_nanos(now.saturating_sub(t0));
         let timeout = shared.routes.get(job.route).timeout;
         let budget = now.saturating_sub(job.start_ns) as f64 / timeout.as_nanos().max(1) as f64;
         let (route, budget) = if unmatched { (None, None) } else { (Some(job.route), Some(budget)) };
-        shared.metrics.response(route, job.req.method(), resp.status(), elapsed, budget);
+        shared.metrics.response(route, job.req.method(), status, elapsed, budget);
         let ran_at = job.run_start_ns.load(Relaxed);
         if ran_at != 0 {
             shared.metrics.queue_wait(Duration::from_nanos(ran_at.saturating_sub(job.start_ns)));
         }
         if budget.is_some_and(|b| b >= 0.8) || access::enabled(&shared.settings) {
-            self.log_request(job, resp.status(), source, elapsed, budget);
+            self.log_request(job, status, source, elapsed, budget);
         }
         Ok(!close)
     }
@@ -512,7 +549,7 @@ impl Conn<'_> {
     #[inline(never)]
     fn answer_directly(
         &mut self,
-        resp: Response,
+        mut resp: Response,
         head: &Head,
         seen: &Seen<'_>,
         close_anyway: bool,
@@ -533,11 +570,12 @@ impl Conn<'_> {
             || self.shared.lifecycle.is_draining();
         let http10 = head.version == Version::Http10;
         let framing = Framing { head_only: seen.head_only, close, http10, request_id: Some(seen.id) };
-        encode(&resp, &framing, &mut self.wbuf);
+        let status = resp.status();
+        let close = self.queue(&mut resp, &framing);
         let elapsed = Duration::from_nanos(clock::now_ns().saturating_sub(seen.t0));
-        self.shared.metrics.response(None, seen.method, resp.status(), elapsed, None);
+        self.shared.metrics.response(None, seen.method, status, elapsed, None);
         if access::enabled(&self.shared.settings) {
-            self.log_direct(seen, resp.status(), elapsed, source);
+            self.log_direct(seen, status, elapsed, source);
         }
         if !close {
             self.requests += 1;
@@ -563,7 +601,10 @@ impl Conn<'_> {
         .log();
     }
 
-    /// Reads the body the head announced (sending `100 Continue` first when asked to).
+    /// Reads the body the head announced (sending `100 Continue` first when asked to). Every
+    /// byte of its buffer is reserved from `--max-body-memory` before it is allocated; the
+    /// reservation is left in `self.body_memory` for the request's record. Past the budget, the
+    /// body is refused (503) rather than read further.
     #[inline(never)]
     fn read_body(&mut self, head: &Head) -> Result<Vec<u8>, Stop> {
         if head.framing == BodyFraming::None {
@@ -571,44 +612,68 @@ impl Conn<'_> {
         }
         let started = Instant::now();
         let limit = self.shared.settings.body_timeout;
-        match head.framing {
-            BodyFraming::None => Ok(Vec::new()),
+        let mut held = self.shared.body_budget.reservation();
+        let body = match head.framing {
+            BodyFraming::None => Vec::new(),
             BodyFraming::Length(n) => {
                 // n <= --max-body, checked by the parser.
                 let n = usize::try_from(n).map_err(|_| Stop::from(ParseError::PayloadTooLarge))?;
                 let take = n.min(self.end - self.start);
-                let mut body = self.avail()[..take].to_vec();
+                // The buffer starts at what is here (or a step, or the whole body if smaller)
+                // and doubles as bytes arrive: memory follows what the client sent.
+                let first = if take == n { n } else { take.max(BODY_STEP).min(n) };
+                self.reserve(&mut held, first)?;
+                let mut body = Vec::with_capacity(first);
+                body.extend_from_slice(&self.avail()[..take]);
                 self.start += take;
-                if take == n {
-                    return Ok(body);
-                }
-                self.continue_100(head)?;
-                // body[..filled] holds what arrived; body[filled..] is zeroed room for more.
-                let mut filled = take;
-                while filled < n {
-                    let left = self.body_time_left(started, limit)?;
-                    if filled == body.len() {
-                        body.resize((filled * 2).max(BODY_STEP).min(n), 0);
+                if take < n {
+                    self.continue_100(head)?;
+                    // body[..filled] holds what arrived; body[filled..] is zeroed room for more.
+                    let mut filled = take;
+                    body.resize(first, 0);
+                    while filled < n {
+                        let left = self.body_time_left(started, limit)?;
+                        if filled == body.len() {
+                            let more = (filled * 2).max(BODY_STEP).min(n);
+                            self.reserve(&mut held, more)?;
+                            body.reserve_exact(more - body.len());
+                            body.resize(more, 0);
+                        }
+                        let r = self.set_timeout(left).and_then(|_| self.stream.read(&mut body[filled..]));
+                        match r {
+                            Ok(0) => return Err(Stop::Quiet),
+                            Ok(k) => filled += k,
+                            Err(e) if is_timeout(&e) => return Err(self.body_timeout()),
+                            Err(_) => return Err(Stop::Quiet),
+                        }
                     }
-                    let r = self.set_timeout(left).and_then(|_| self.stream.read(&mut body[filled..]));
-                    match r {
-                        Ok(0) => return Err(Stop::Quiet),
-                        Ok(k) => filled += k,
-                        Err(e) if is_timeout(&e) => return Err(self.body_timeout()),
-                        Err(_) => return Err(Stop::Quiet),
-                    }
                 }
-                Ok(body)
+                body
             }
             BodyFraming::Chunked => {
-                let mut dec = ChunkedDecoder::new(self.shared.limits.max_body);
-                let mut body = Vec::new();
+                let max_body = self.shared.limits.max_body;
+                let cap = usize::try_from(max_body).unwrap_or(usize::MAX);
+                let mut dec = ChunkedDecoder::new(max_body);
+                // Something is reserved before `100 Continue`: with the budget spent, a new
+                // body is refused before the client sends it.
+                let first = (self.end - self.start).max(1).min(cap.max(1));
+                self.reserve(&mut held, first)?;
+                let mut body = Vec::with_capacity(first);
                 let mut asked = false;
                 loop {
+                    // Decoding never outputs more than its input: room for that much (or for
+                    // --max-body, which the decoder does not let the body pass) is reserved
+                    // before the decoder may grow the buffer.
+                    let need = (body.len() + (self.end - self.start)).min(cap);
+                    if need > body.capacity() {
+                        let more = need.max(body.capacity() * 2).min(cap);
+                        self.reserve(&mut held, more)?;
+                        body.reserve_exact(more - body.len());
+                    }
                     let (used, done) = dec.decode(self.avail(), &mut body)?;
                     self.start += used;
                     if done {
-                        return Ok(body);
+                        break body;
                     }
                     if !asked {
                         self.continue_100(head)?;
@@ -623,6 +688,33 @@ impl Conn<'_> {
                     }
                 }
             }
+        };
+        self.body_memory = Some(held);
+        Ok(body)
+    }
+
+    /// Grows `held` to `bytes`, or refuses the body: the memory budget is spent.
+    fn reserve(&self, held: &mut Reservation, bytes: usize) -> Result<(), Stop> {
+        if held.grow_to(bytes as u64) {
+            return Ok(());
+        }
+        self.budget_exhausted(held.bytes());
+        Err(Stop::Refuse(Fault::BodyMemory))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn budget_exhausted(&self, had: u64) {
+        let budget = &self.shared.body_budget;
+        if let Some(suppressed) = budget.refusal_log.allow(clock::now_ns()) {
+            warn!(
+                event = "body_memory_full", used = budget.used(), limit = budget.limit(), suppressed = suppressed;
+                "request bodies hold {} of --max-body-memory {} bytes: a body from {} (with {had} bytes read) answered 503 \
+                 ({suppressed} more since the last such line; at most one line per second)",
+                budget.used(),
+                budget.limit(),
+                self.peer.ip(),
+            );
         }
     }
 
@@ -659,17 +751,43 @@ impl Conn<'_> {
         Ok(())
     }
 
+    /// Encodes `resp`'s head into the write buffer; its body waits, where it is, to be written
+    /// after it. Returns whether the connection closes after this response (`framing.close`,
+    /// or a body only the close can end).
+    fn queue(&mut self, resp: &mut Response, framing: &Framing<'_>) -> bool {
+        let enc = encode_head(resp, framing, &mut self.wbuf);
+        if !matches!(enc.payload, Payload::None) {
+            self.bodies.push(self.wbuf.len(), enc.payload);
+        }
+        enc.close
+    }
+
+    /// Writes what is queued: heads and bodies, in order.
     fn flush(&mut self) -> io::Result<()> {
-        if self.wbuf.is_empty() {
+        if self.wbuf.is_empty() && self.bodies.is_empty() {
             return Ok(());
         }
-        let r = self.stream.write_all(&self.wbuf);
+        self.write_out()
+    }
+
+    #[inline(never)]
+    fn write_out(&mut self) -> io::Result<()> {
+        let r = if self.write_failed {
+            Err(io::Error::new(io::ErrorKind::BrokenPipe, "an earlier write failed"))
+        } else {
+            write_queued(&mut self.stream, &self.wbuf, &mut self.bodies)
+        };
+        // Bodies are dropped here: a streaming body's pipe tells its worker to stop.
+        self.bodies.clear();
         self.wbuf.clear();
         if self.wbuf.capacity() > KEEP_WRITE_BUF {
             self.wbuf = Vec::new();
         }
         if let Err(e) = &r {
-            debug!("write to {} failed: {e}", self.peer);
+            if !self.write_failed {
+                debug!("write to {} failed: {e}", self.peer);
+            }
+            self.write_failed = true;
         }
         r
     }
@@ -694,9 +812,9 @@ impl Conn<'_> {
             Some(seen) => seen.head_only,
             None => access::is_head_request(self.avail()),
         };
-        let resp = s.app.answers().get(status, message);
+        let mut resp = fault.response(s.app.answers());
         let framing = Framing { head_only, close: true, http10: false, request_id: Some(id) };
-        encode(&resp, &framing, &mut self.wbuf);
+        self.queue(&mut resp, &framing);
         let elapsed = match (seen, fault) {
             (Some(seen), _) => Duration::from_nanos(clock::now_ns().saturating_sub(seen.t0)),
             (None, Fault::HeadTimeout) => s.settings.header_timeout,
@@ -724,6 +842,169 @@ impl Conn<'_> {
     fn linger_close(&mut self) {
         linger_close(&mut self.stream);
     }
+}
+
+/// The bodies waiting to be written, each with its place in the write buffer (the length of
+/// the buffer when its head had been encoded). The first has a place of its own: most flushes
+/// write one head and one body, and keeping it inline costs no allocation per request and no
+/// heap while the connection is idle.
+#[derive(Default)]
+struct Bodies {
+    first: Option<(usize, Payload)>,
+    rest: Vec<(usize, Payload)>,
+}
+
+impl Bodies {
+    fn push(&mut self, at: usize, body: Payload) {
+        if self.first.is_none() {
+            self.first = Some((at, body));
+        } else {
+            self.rest.push((at, body));
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    fn clear(&mut self) {
+        self.first = None;
+        if self.rest.capacity() > 0 {
+            // Pipelined bodies are rare: free the list rather than keep it for the connection.
+            self.rest = Vec::new();
+        }
+    }
+}
+
+/// At most this many buffers per vectored write (more wait for the next write).
+const MAX_IOVECS: usize = 8;
+
+/// Writes `wbuf` with `bodies` spliced in at their places, gathering up to [`MAX_IOVECS`]
+/// buffers per write; a streaming body is written chunk by chunk as its worker produces it.
+/// Each write may stall at most `--write-timeout` (the socket's).
+fn write_queued<'a>(stream: &mut TcpStream, wbuf: &'a [u8], bodies: &'a mut Bodies) -> io::Result<()> {
+    let mut out = Gather { iov: [IoSlice::new(&[]); MAX_IOVECS], n: 0 };
+    let mut from = 0;
+    let Bodies { first, rest } = bodies;
+    for (at, body) in first.iter_mut().chain(rest.iter_mut()) {
+        if *at > from {
+            out.push(stream, &wbuf[from..*at])?;
+            from = *at;
+        }
+        match body {
+            Payload::None => {}
+            Payload::Bytes(b) => out.push(stream, b)?,
+            Payload::Stream(chunks, framing) => {
+                out.write(stream)?;
+                write_stream(stream, &mut **chunks, *framing)?;
+            }
+        }
+    }
+    if from < wbuf.len() {
+        out.push(stream, &wbuf[from..])?;
+    }
+    out.write(stream)
+}
+
+/// Buffers gathered for one vectored write.
+struct Gather<'a> {
+    iov: [IoSlice<'a>; MAX_IOVECS],
+    n: usize,
+}
+
+impl<'a> Gather<'a> {
+    fn push(&mut self, stream: &mut TcpStream, buf: &'a [u8]) -> io::Result<()> {
+        if self.n == MAX_IOVECS {
+            self.write(stream)?;
+        }
+        self.iov[self.n] = IoSlice::new(buf);
+        self.n += 1;
+        Ok(())
+    }
+
+    fn write(&mut self, stream: &mut TcpStream) -> io::Result<()> {
+        let n = std::mem::take(&mut self.n);
+        write_all_vectored(stream, &mut self.iov[..n])
+    }
+}
+
+/// Writes a streaming body as its worker produces it: the chunks ready at each wake-up in one
+/// vectored write (each with its size line when chunked; the last chunk with the last batch). A
+/// body that broke off is an error: the connection closes without the last chunk (or short of
+/// its length), so the client can tell.
+#[inline(never)]
+fn write_stream(stream: &mut TcpStream, chunks: &mut dyn Chunks, framing: StreamFraming) -> io::Result<()> {
+    let chunked = framing == StreamFraming::Chunked;
+    let mut ready: Vec<Vec<u8>> = Vec::new();
+    let mut lines: Vec<([u8; 18], usize)> = Vec::new();
+    loop {
+        let next = chunks.next_chunks(&mut ready);
+        if chunked {
+            lines.clear();
+            lines.extend(ready.iter().map(|c| chunk_size_line(c.len())));
+        }
+        {
+            let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(ready.len() * 3 + 1);
+            for (i, c) in ready.iter().enumerate() {
+                if chunked {
+                    let (line, from) = &lines[i];
+                    iov.push(IoSlice::new(&line[*from..]));
+                }
+                iov.push(IoSlice::new(c));
+                if chunked {
+                    iov.push(IoSlice::new(b"\r\n"));
+                }
+            }
+            if chunked && next == Next::End {
+                iov.push(IoSlice::new(b"0\r\n\r\n"));
+            }
+            for part in iov.chunks_mut(STREAM_IOVECS) {
+                write_all_vectored(stream, part)?;
+            }
+        }
+        ready.clear();
+        match next {
+            Next::More => {}
+            Next::End => return Ok(()),
+            Next::Broken => return Err(io::Error::other("the streaming body broke off")),
+        }
+    }
+}
+
+/// Buffers per vectored write of a streaming body (Linux takes up to 1024).
+const STREAM_IOVECS: usize = 512;
+
+/// A chunk's size line: `len` in hex and CRLF, at `line[start..]`.
+fn chunk_size_line(len: usize) -> ([u8; 18], usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut line = [0u8; 18];
+    let mut i = 16;
+    let mut v = len;
+    loop {
+        i -= 1;
+        line[i] = HEX[v & 15];
+        v >>= 4;
+        if v == 0 {
+            break;
+        }
+    }
+    line[16] = b'\r';
+    line[17] = b'\n';
+    (line, i)
+}
+
+/// Writes every byte of `bufs` (the standard library's `write_all_vectored` is unstable).
+fn write_all_vectored(stream: &mut TcpStream, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+    IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() {
+        match stream.write_vectored(bufs) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(k) => IoSlice::advance_slices(&mut bufs, k),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Closes the write side, then drains what the client still sends for a moment (at most

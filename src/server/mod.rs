@@ -26,6 +26,7 @@ use crate::app::App;
 use crate::http::parse::Limits;
 use crate::logging::OncePerSecond;
 use crate::metrics::Metrics;
+use crate::runtime::budget::BodyBudget;
 use crate::runtime::notify::{Message, Supervisor};
 use crate::runtime::pool::{Pool, PoolConfig};
 use crate::runtime::watchdog::{Watchdog, WatchdogConfig};
@@ -272,6 +273,7 @@ impl Server {
             watchdog,
             lifecycle: Lifecycle::new(),
             conns: Connections::default(),
+            body_budget: BodyBudget::new(settings.max_body_memory),
             ids: RequestIds::new(u64::from(addr.port())),
             queue_full_log: OncePerSecond::new(),
             notifier: supervisor.map(|s| s.notifier),

@@ -11,6 +11,7 @@ use crate::app::App;
 use crate::http::parse::Limits;
 use crate::logging::OncePerSecond;
 use crate::metrics::{Metrics, Snapshot};
+use crate::runtime::budget::BodyBudget;
 use crate::runtime::notify::{Message, Notifier};
 use crate::runtime::pool::Pool;
 use crate::runtime::routes::RouteTable;
@@ -31,6 +32,8 @@ pub(crate) struct Shared {
     pub lifecycle: Lifecycle,
     pub metrics: Metrics,
     pub conns: Connections,
+    /// Request bodies held in memory, all connections together (`--max-body-memory`).
+    pub body_budget: Arc<BodyBudget>,
     pub ids: RequestIds,
     /// Keeps the "queue full" warning to one line per second under overload.
     pub queue_full_log: OncePerSecond,
@@ -155,6 +158,8 @@ impl Shared {
             connections_open: self.conns.open.load(Relaxed),
             connections_busy: self.conns.busy_count(),
             accept_errors: self.conns.accept_errors.load(Relaxed),
+            body_memory_bytes: self.body_budget.used(),
+            body_memory_limit_bytes: self.body_budget.limit(),
         }
     }
 }
