@@ -49,7 +49,7 @@ use crate::server::shared::Shared;
 /// Initial read buffer per connection. It grows only while one request head does not fit, never
 /// beyond `--limit-request-head` plus this much (the parser answers 431 first), and shrinks back
 /// once that head has been consumed.
-const READ_BUF: usize = 4096;
+pub(crate) const READ_BUF: usize = 4096;
 /// What an idle keep-alive connection reads into while it waits for its next request. It lives
 /// on the coroutine's stack, which must stay within one page at its deepest (an idle connection
 /// then costs one touched stack page at each end and no read buffer); most small requests fit.
@@ -180,6 +180,7 @@ struct Conn<'a> {
 
 impl Drop for Conn<'_> {
     fn drop(&mut self) {
+        self.shared.conns.read_bufs.give(std::mem::take(&mut self.rbuf));
         // Before the socket (a field) is closed: the drain may shut an idle socket's read side
         // under the registry's lock, never after this.
         self.shared.conns.unregister(&self.slot);
@@ -268,8 +269,9 @@ impl Conn<'_> {
                 if self.requests > 0 {
                     // Idle between requests: hold no read buffer while waiting (`fill` waits on
                     // a small stack buffer), so an idle keep-alive connection costs little more
-                    // than its coroutine's stack (BENCHMARKS.md, idle connections).
-                    self.rbuf = Vec::new();
+                    // than its coroutine's stack (BENCHMARKS.md, idle connections). The buffer
+                    // goes to the server's spares, for the next connection that gets bytes.
+                    self.shared.conns.read_bufs.give(std::mem::take(&mut self.rbuf));
                 }
             }
             let timeout = match started {
@@ -323,7 +325,7 @@ impl Conn<'_> {
                     // keep-alive race: the client retries on another connection).
                     return Ok(0);
                 }
-                self.rbuf.resize(READ_BUF, 0);
+                self.rbuf = self.shared.conns.read_bufs.take();
                 self.rbuf[..n].copy_from_slice(&first[..n]);
                 (self.start, self.end) = (0, n);
             }
@@ -335,7 +337,9 @@ impl Conn<'_> {
                 self.end -= self.start;
                 self.start = 0;
             }
-            if self.end == self.rbuf.len() {
+            if self.rbuf.is_empty() {
+                self.rbuf = self.shared.conns.read_bufs.take();
+            } else if self.end == self.rbuf.len() {
                 let cap = self.shared.limits.head_bytes + READ_BUF;
                 let len = (self.rbuf.len() * 2).max(READ_BUF).min(cap);
                 if len <= self.rbuf.len() {

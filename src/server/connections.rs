@@ -44,7 +44,6 @@ pub(crate) struct ConnSlot {
     socket: Option<PeerProbe>,
 }
 
-#[derive(Default)]
 pub(crate) struct Connections {
     /// Open client connections (refused ones included while their 503 is written).
     pub open: AtomicUsize,
@@ -56,9 +55,61 @@ pub(crate) struct Connections {
     pub accept_errors: AtomicU64,
     next_id: AtomicU64,
     registered: Mutex<HashMap<u64, Arc<ConnSlot>>>,
+    /// Read buffers of connections that fell idle or closed, for the next one that gets bytes.
+    pub read_bufs: SpareReadBufs,
+}
+
+/// How many spare read buffers a server keeps (of `READ_BUF` bytes each: 256 KiB in all).
+const SPARE_READ_BUFS: usize = 64;
+
+/// Read buffers of connections that fell idle (an idle connection holds none) or closed, for
+/// the next connection that gets bytes. Without them every request on a kept-alive connection
+/// cost a 4 KiB `malloc` (with glibc: a large-bin request, which first consolidates the small
+/// free chunks), a `memset` and a `free`, usually on another of may's threads than the `malloc`
+/// (BENCHMARKS.md, round 4). Lock-free, shared by the server's connections: a coroutine may
+/// fall idle on one thread and get its next bytes on another.
+pub(crate) struct SpareReadBufs {
+    spares: crossbeam_queue::ArrayQueue<Vec<u8>>,
+    /// The size of every buffer handed out and kept.
+    size: usize,
+}
+
+impl SpareReadBufs {
+    pub fn new(size: usize) -> Self {
+        SpareReadBufs { spares: crossbeam_queue::ArrayQueue::new(SPARE_READ_BUFS), size }
+    }
+
+    /// A buffer of `size` bytes (a spare one's old contents, or zeros). Out of line, as is
+    /// `give`: they run on the connection coroutine's small stack.
+    #[inline(never)]
+    pub fn take(&self) -> Vec<u8> {
+        self.spares.pop().unwrap_or_else(|| vec![0; self.size])
+    }
+
+    /// Keeps `buf` for [`take`](SpareReadBufs::take) if it is of the usual size (one grown for
+    /// a long head is freed) and there is room.
+    #[inline(never)]
+    pub fn give(&self, buf: Vec<u8>) {
+        if buf.len() == self.size && buf.capacity() == self.size {
+            let _ = self.spares.push(buf);
+        }
+    }
 }
 
 impl Connections {
+    /// No connections yet; read buffers of `read_buf` bytes.
+    pub fn new(read_buf: usize) -> Self {
+        Connections {
+            open: AtomicUsize::new(0),
+            busy: AtomicUsize::new(0),
+            accept_stopped: AtomicBool::new(false),
+            accept_errors: AtomicU64::new(0),
+            next_id: AtomicU64::new(0),
+            registered: Mutex::new(HashMap::new()),
+            read_bufs: SpareReadBufs::new(read_buf),
+        }
+    }
+
     /// A new connection, fresh (counted as busy) until its first request has been answered.
     pub fn register(&self, socket: Option<PeerProbe>) -> Arc<ConnSlot> {
         let id = self.next_id.fetch_add(1, Relaxed);
@@ -133,7 +184,7 @@ mod tests {
 
     #[test]
     fn busy_counts_fresh_and_working_connections_but_not_idle_or_closed_ones() {
-        let c = Connections::default();
+        let c = Connections::new(64);
         let a = c.register(None);
         let b = c.register(None);
         assert_eq!(c.busy_count(), 2, "fresh connections count as busy");
@@ -152,7 +203,7 @@ mod tests {
 
     #[test]
     fn a_fresh_connection_is_closed_only_by_close_fresh_and_then_not_counted() {
-        let c = Connections::default();
+        let c = Connections::new(64);
         let a = c.register(None);
         assert_eq!(c.close_idle(), 0);
         assert_eq!(c.close_fresh(), 1);
@@ -164,7 +215,7 @@ mod tests {
 
     #[test]
     fn an_idle_connection_that_gets_a_request_before_the_drain_is_not_closed() {
-        let c = Connections::default();
+        let c = Connections::new(64);
         let a = c.register(None);
         c.idle(&a);
         assert!(c.busy(&a));
@@ -172,5 +223,25 @@ mod tests {
         assert_eq!(c.busy_count(), 1);
         c.unregister(&a);
         assert_eq!(c.busy_count(), 0);
+    }
+
+    #[test]
+    fn spare_read_buffers_are_reused_up_to_a_bound_and_only_at_their_size() {
+        let bufs = SpareReadBufs::new(64);
+        let mut a = bufs.take();
+        assert_eq!(a.len(), 64);
+        a[0] = 7;
+        let ptr = a.as_ptr();
+        bufs.give(a);
+        let b = bufs.take();
+        assert_eq!((b.as_ptr(), b[0]), (ptr, 7), "the spare is handed out again");
+        let mut grown = b;
+        grown.resize(128, 0);
+        bufs.give(grown);
+        assert_ne!(bufs.take().len(), 128, "a grown buffer is not kept");
+        for _ in 0..SPARE_READ_BUFS + 5 {
+            bufs.give(vec![0; 64]);
+        }
+        assert_eq!(bufs.spares.len(), SPARE_READ_BUFS);
     }
 }

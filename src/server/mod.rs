@@ -272,7 +272,7 @@ impl Server {
             pool,
             watchdog,
             lifecycle: Lifecycle::new(),
-            conns: Connections::default(),
+            conns: Connections::new(conn::READ_BUF),
             body_budget: BodyBudget::new(settings.max_body_memory),
             ids: RequestIds::new(u64::from(addr.port())),
             queue_full_log: OncePerSecond::new(),
