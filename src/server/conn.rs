@@ -29,7 +29,7 @@ use crate::answers::Answers;
 use crate::app::Routed;
 use crate::http::body::{Chunks, Next};
 use crate::http::parse::{parse_head, ChunkedDecoder, Framing as BodyFraming, Head, ParseError, Span, Version};
-use crate::http::request::Request;
+use crate::http::request::{Request, RequestId};
 use crate::http::response::{encode_head, Framing, Payload, Response, StreamFraming};
 use crate::metrics::Rejected;
 use crate::platform::PeerProbe;
@@ -370,14 +370,12 @@ impl Conn<'_> {
         self.last_method_is_head = head_only;
         let uid = shared.ids.next_uid();
         let request_id = head
-            .headers
-            .iter()
-            .find(|(k, _)| k.get(&raw_head).eq_ignore_ascii_case(b"x-request-id"))
-            .map(|(_, v)| v.get(&raw_head))
+            .request_id
+            .map(|v| v.get(&raw_head))
             .filter(|v| valid_request_id(v))
-            .map(|v| String::from_utf8_lossy(v).into())
-            .unwrap_or_else(|| shared.ids.render(uid));
-        let seen = Seen { method, path, id: &request_id, head_only, t0 };
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map_or_else(|| shared.ids.render(uid), RequestId::from);
+        let seen = Seen { method, path, id: request_id.as_str(), head_only, t0 };
 
         let (route, params) = match shared.app.find(method, path) {
             Routed::Found { route, params } => (route, params),
@@ -809,7 +807,7 @@ impl Conn<'_> {
             Some(seen) => seen.id,
             None => {
                 generated = s.ids.render(s.ids.next_uid());
-                &generated
+                generated.as_str()
             }
         };
         let head_only = match seen {
