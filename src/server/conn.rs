@@ -456,6 +456,7 @@ impl Conn<'_> {
         let shared = self.shared;
         let (keep_alive, http10, head_only) = keep;
         let unmatched = !shared.routes.is_app_route(job.route);
+        shared.watchdog.answered(job);
         let (mut resp, source) = match reply {
             // A request the router refused, run through the pool for the app's hooks.
             Reply::Send(resp, Source::Handler) if unmatched => (resp, Source::Router),
