@@ -167,6 +167,26 @@ fn idle_keepalive_connection_is_closed_after_keepalive_timeout() {
 }
 
 #[test]
+fn idle_keepalive_connection_is_closed_no_sooner_than_its_timeout_after_its_last_request() {
+    let keepalive = Duration::from_millis(400);
+    let srv = demo_server(settings().keepalive(keepalive));
+    let mut s = connect(srv.local_addr());
+    for _ in 0..3 {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert_eq!(read_response(&mut s, false).unwrap().status, 200);
+        // The behaviour under test is an idle gap shorter than the keep-alive timeout; the
+        // three add up to more than it: each request starts the timeout again.
+        thread::sleep(keepalive / 2);
+    }
+    let t = Instant::now();
+    assert_closed(&mut s);
+    // From the response's arrival here (the server's idle clock starts as it has written it).
+    let waited = t.elapsed() + keepalive / 2;
+    assert!(waited + Duration::from_millis(10) >= keepalive && waited < Duration::from_secs(2), "{waited:?}");
+    srv.stop();
+}
+
+#[test]
 fn request_id_is_echoed_or_generated() {
     let srv = demo_server(settings());
     let r = raw(srv.local_addr(), b"GET / HTTP/1.1\r\nHost: x\r\nX-Request-Id: abc-123\r\nConnection: close\r\n\r\n")

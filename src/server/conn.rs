@@ -274,20 +274,23 @@ impl Conn<'_> {
                     self.shared.conns.read_bufs.give(std::mem::take(&mut self.rbuf));
                 }
             }
-            let timeout = match started {
-                // Idle between requests: the keep-alive timeout (the first request gets the
-                // header timeout, as a client that connects and sends nothing is a slowloris).
-                None if self.requests > 0 => self.shared.settings.keepalive,
-                None => self.shared.settings.header_timeout,
+            let read = match started {
+                // Idle between requests: no read timeout. The keep-alive timeout is the
+                // registry's to enforce (`Connections::close_expired_idle`): a timeout on the
+                // socket would cost a may timer, added and cancelled, per request.
+                None if self.requests > 0 => self.wait_idle(),
+                // The first request gets the header timeout, as a client that connects and
+                // sends nothing is a slowloris.
+                None => self.fill(self.shared.settings.header_timeout),
                 Some(t0) => {
                     let left = self.shared.settings.header_timeout.saturating_sub(t0.elapsed());
                     if left.is_zero() {
                         return Err(Stop::Refuse(Fault::HeadTimeout));
                     }
-                    left
+                    self.fill(left)
                 }
             };
-            match self.fill(timeout) {
+            match read {
                 Ok(0) => return Ok(None),
                 Ok(_) => {}
                 Err(e) if is_timeout(&e) => {
@@ -307,30 +310,36 @@ impl Conn<'_> {
         }
     }
 
+    /// Waits for the next request on a kept-alive connection, holding no read buffer: it reads
+    /// into a small stack buffer and takes a heap buffer once bytes come (the same one read
+    /// syscall as reading into the heap buffer; a head longer than this is completed by `fill`).
+    /// No read timeout: the registry closes the connection past `--keepalive` (its read then
+    /// returns end-of-file). Returns bytes read (0 = EOF). Out of line: its stack buffer is on
+    /// the stack only while the connection is idle.
+    #[inline(never)]
+    fn wait_idle(&mut self) -> io::Result<usize> {
+        self.clear_timeout()?;
+        let mut first = [0u8; IDLE_READ];
+        self.shared.conns.idle(&self.slot, clock::now_ns());
+        let n = self.stream.read(&mut first)?;
+        if n > 0 {
+            if !self.shared.conns.busy(&self.slot) {
+                // The drain or the keep-alive timeout closed this idle connection as the bytes
+                // arrived (the classic keep-alive race: the client retries on another
+                // connection).
+                return Ok(0);
+            }
+            self.rbuf = self.shared.conns.read_bufs.take();
+            self.rbuf[..n].copy_from_slice(&first[..n]);
+            (self.start, self.end) = (0, n);
+        }
+        Ok(n)
+    }
+
     /// Reads more bytes into the buffer, waiting at most `timeout`. Returns bytes read (0 = EOF).
     /// A full buffer at its cap (which the parser's head limit keeps out of reach) is an
     /// `OutOfMemory` error.
     fn fill(&mut self, timeout: Duration) -> io::Result<usize> {
-        if self.rbuf.is_empty() && self.requests > 0 {
-            // Between requests (see `read_head`): wait on the stack, allocate once bytes come.
-            // The same one read syscall as reading into the heap buffer; a head longer than
-            // this is completed by the usual path below.
-            self.set_timeout(timeout)?;
-            let mut first = [0u8; IDLE_READ];
-            self.shared.conns.idle(&self.slot);
-            let n = self.stream.read(&mut first)?;
-            if n > 0 {
-                if !self.shared.conns.busy(&self.slot) {
-                    // A drain closed this idle connection as the bytes arrived (the classic
-                    // keep-alive race: the client retries on another connection).
-                    return Ok(0);
-                }
-                self.rbuf = self.shared.conns.read_bufs.take();
-                self.rbuf[..n].copy_from_slice(&first[..n]);
-                (self.start, self.end) = (0, n);
-            }
-            return Ok(n);
-        }
         if self.end == self.rbuf.len() {
             if self.start > 0 {
                 self.rbuf.copy_within(self.start..self.end, 0);
@@ -728,6 +737,15 @@ impl Conn<'_> {
         if self.read_timeout != t {
             self.stream.set_read_timeout(t)?;
             self.read_timeout = t;
+        }
+        Ok(())
+    }
+
+    /// Takes the socket's read timeout off (a setsockopt only if one was set).
+    fn clear_timeout(&mut self) -> io::Result<()> {
+        if self.read_timeout.is_some() {
+            self.stream.set_read_timeout(None)?;
+            self.read_timeout = None;
         }
         Ok(())
     }
