@@ -166,8 +166,8 @@ struct Conn<'a> {
     /// The read timeout currently set on the socket (setting it is a syscall).
     read_timeout: Option<Duration>,
     seq: u64,
-    /// Created with the first request (on this coroutine, as `ReplySlot::new` requires).
-    reply: Option<Arc<ReplySlot>>,
+    /// Where the answers come back (created on this coroutine, as `ReplySlot::new` requires).
+    reply: Arc<ReplySlot>,
     requests: u64,
     /// Whether the request being handled is a HEAD (its answer carries no body).
     last_method_is_head: bool,
@@ -203,7 +203,7 @@ pub(crate) fn serve(stream: TcpStream, peer: SocketAddr, slot: Arc<ConnSlot>, sh
         write_failed: false,
         read_timeout: None,
         seq: 0,
-        reply: None,
+        reply: ReplySlot::new(),
         requests: 0,
         last_method_is_head: false,
         body_memory: None,
@@ -430,6 +430,28 @@ impl Conn<'_> {
     #[inline(never)]
     fn enqueue(
         &mut self,
+        req: Request,
+        params: crate::app::Params,
+        route: RouteId,
+        uid: u64,
+        seq: u64,
+        start_ns: u64,
+    ) -> Arc<Inflight> {
+        let shared = self.shared;
+        let job = self.new_record(req, params, route, uid, seq, start_ns);
+        match shared.pool.submit(Arc::clone(&job)) {
+            Ok(()) => shared.watchdog.register(&job),
+            Err(e) => refuse_unqueued(shared, &job, e, start_ns),
+        }
+        job
+    }
+
+    /// The in-flight record of a request. Out of line: the record is built on the stack before
+    /// it moves to the heap, and that frame is gone before `enqueue` hands the record to the
+    /// pool (whose `try_send` may wake a worker: a deep call).
+    #[inline(never)]
+    fn new_record(
+        &mut self,
         mut req: Request,
         params: crate::app::Params,
         route: RouteId,
@@ -439,7 +461,6 @@ impl Conn<'_> {
     ) -> Arc<Inflight> {
         let shared = self.shared;
         req.set_params(params);
-        let slot = Arc::clone(self.reply.get_or_insert_with(ReplySlot::new));
         let arrival = Arrival {
             upstream_timeout: if shared.settings.trust_upstream_deadline { upstream_timeout(&req) } else { None },
             req,
@@ -447,15 +468,10 @@ impl Conn<'_> {
             uid,
             seq,
             start_ns,
-            reply: Some(slot),
+            reply: Some(Arc::clone(&self.reply)),
             peer: PeerProbe::new(&self.stream),
         };
-        let job = Arc::new(Inflight::holding(arrival, shared.routes.get(route), self.body_memory.take()));
-        match shared.pool.submit(Arc::clone(&job)) {
-            Ok(()) => shared.watchdog.register(&job),
-            Err(e) => refuse_unqueued(shared, &job, e, start_ns),
-        }
-        job
+        Arc::new(Inflight::holding(arrival, shared.routes.get(route), self.body_memory.take()))
     }
 
     /// Encodes the answer to `job` (or, for a client that went away, nothing), counts it and
@@ -516,7 +532,7 @@ impl Conn<'_> {
 
     /// Waits for the answer to request `seq`.
     fn wait_reply(&mut self, seq: u64) -> Reply {
-        self.reply.as_ref().expect("reply slot").wait(seq)
+        self.reply.wait(seq)
     }
 
     /// The access line of a request that reached the pool, and the warning for one that used
