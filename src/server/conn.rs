@@ -152,7 +152,9 @@ struct Conn<'a> {
     stream: TcpStream,
     peer: SocketAddr,
     shared: &'a Arc<Shared>,
-    /// rbuf[start..end] holds bytes read and not yet consumed; rbuf.len() is its capacity.
+    /// rbuf[start..end] holds bytes read and not yet consumed; rbuf.len() is its capacity. Empty
+    /// while idle; after an idle read, exactly the bytes it got; else a read buffer of
+    /// `READ_BUF` bytes or more.
     rbuf: Vec<u8>,
     start: usize,
     end: usize,
@@ -329,8 +331,10 @@ impl Conn<'_> {
                 // connection).
                 return Ok(0);
             }
-            self.rbuf = self.shared.conns.read_bufs.take();
-            self.rbuf[..n].copy_from_slice(&first[..n]);
+            // Into a heap buffer of exactly their size: when they are one whole request head (the
+            // usual case), `handle` keeps it as the request's copy of its head, and no read
+            // buffer is taken at all. Otherwise `fill` moves them to a read buffer.
+            self.rbuf = first[..n].to_vec();
             (self.start, self.end) = (0, n);
         }
         Ok(n)
@@ -346,8 +350,11 @@ impl Conn<'_> {
                 self.end -= self.start;
                 self.start = 0;
             }
-            if self.rbuf.is_empty() {
-                self.rbuf = self.shared.conns.read_bufs.take();
+            if self.rbuf.len() < READ_BUF {
+                // None yet, or an idle read's exact-size buffer: a read buffer (a spare one).
+                let mut buf = self.shared.conns.read_bufs.take();
+                buf[..self.end].copy_from_slice(&self.rbuf[..self.end]);
+                self.rbuf = buf;
             } else if self.end == self.rbuf.len() {
                 let cap = self.shared.limits.head_bytes + READ_BUF;
                 let len = (self.rbuf.len() * 2).max(READ_BUF).min(cap);
@@ -367,8 +374,16 @@ impl Conn<'_> {
     fn handle(&mut self, head: Head) -> Result<bool, Stop> {
         let t0 = clock::now_ns();
         let shared = Arc::clone(self.shared);
-        let raw_head = self.avail()[..head.len].to_vec().into_boxed_slice();
-        self.start += head.len;
+        let raw_head: Box<[u8]> = if self.start == 0 && head.len == self.end && self.end == self.rbuf.len() {
+            // The buffer holds this head and nothing else (an idle read's exact-size buffer):
+            // it becomes the request's copy of its head as it is.
+            self.end = 0;
+            std::mem::take(&mut self.rbuf).into_boxed_slice()
+        } else {
+            let raw = self.avail()[..head.len].into();
+            self.start += head.len;
+            raw
+        };
         let text = |s: Span| std::str::from_utf8(s.get(&raw_head)).unwrap_or("");
         let method = text(head.method);
         let path = match text(head.path) {

@@ -80,11 +80,12 @@ pub(crate) fn reap_period(keepalive: std::time::Duration) -> std::time::Duration
 const SPARE_READ_BUFS: usize = 64;
 
 /// Read buffers of connections that fell idle (an idle connection holds none) or closed, for
-/// the next connection that gets bytes. Without them every request on a kept-alive connection
-/// cost a 4 KiB `malloc` (with glibc: a large-bin request, which first consolidates the small
-/// free chunks), a `memset` and a `free`, usually on another of may's threads than the `malloc`
-/// (BENCHMARKS.md, round 4). Lock-free, shared by the server's connections: a coroutine may
-/// fall idle on one thread and get its next bytes on another.
+/// the next connection that needs one: a new connection, or a request whose head did not come
+/// whole in the first read after an idle wait (those that do need none: `conn::wait_idle`).
+/// Without them such a request cost a 4 KiB `malloc` (with glibc: a large-bin request, which
+/// first consolidates the small free chunks), a `memset` and a `free`, usually on another of
+/// may's threads than the `malloc` (BENCHMARKS.md, round 4). Lock-free, shared by the server's
+/// connections: a coroutine may fall idle on one thread and get its next bytes on another.
 pub(crate) struct SpareReadBufs {
     spares: crossbeam_queue::ArrayQueue<Vec<u8>>,
     /// The size of every buffer handed out and kept.
@@ -129,8 +130,12 @@ impl Connections {
     /// A new connection, fresh (counted as busy) until its first request has been answered.
     pub fn register(&self, socket: Option<PeerProbe>) -> Arc<ConnSlot> {
         let id = self.next_id.fetch_add(1, Relaxed);
-        let slot =
-            Arc::new(ConnSlot { id, phase: AtomicEnum::new(ConnPhase::Fresh), idle_since_ns: AtomicU64::new(0), socket });
+        let slot = Arc::new(ConnSlot {
+            id,
+            phase: AtomicEnum::new(ConnPhase::Fresh),
+            idle_since_ns: AtomicU64::new(0),
+            socket,
+        });
         self.registered.lock().insert(id, Arc::clone(&slot));
         slot
     }
