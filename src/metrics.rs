@@ -6,8 +6,16 @@
 //! takes a lock per observation. Routes and statuses are known up front here, so plain atomics
 //! indexed by route and status do the counting, and a [`Collector`] hands the values to the
 //! crate's encoder once per scrape.
+//!
+//! The per-request counts are kept in [`SHARDS`] shards, each thread counting in its own (may's
+//! threads: one per CPU), and summed at scrape time: a counter that every request of every
+//! thread increments moves its cache line between the CPUs on every request. A shard counts
+//! each series' first few statuses in slots of its own; further statuses of a series (rare)
+//! go to counters all threads share.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -40,14 +48,14 @@ impl Rejected {
 
 /// A fixed-bucket histogram of seconds (or ratios) with atomic buckets.
 pub(crate) struct Histogram {
-    bounds: Vec<f64>,
+    bounds: Arc<[f64]>,
     buckets: Box<[AtomicU64]>,
     /// Sum in micro-units, to stay an integer atomic.
     sum_micros: AtomicU64,
 }
 
 impl Histogram {
-    pub fn new(bounds: Vec<f64>) -> Self {
+    pub fn new(bounds: Arc<[f64]>) -> Self {
         let buckets = (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect();
         Histogram { bounds, buckets, sum_micros: AtomicU64::new(0) }
     }
@@ -63,14 +71,87 @@ impl Histogram {
         self.buckets.iter().map(|b| b.load(Relaxed)).sum()
     }
 
-    fn snapshot(&self) -> HistogramSnapshot {
-        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+    /// The snapshot of these histograms (the same bounds) added up.
+    fn snapshot<'a>(all: impl IntoIterator<Item = &'a Histogram>) -> HistogramSnapshot {
+        let mut all = all.into_iter().peekable();
+        let bounds = all.peek().map(|h| Arc::clone(&h.bounds)).unwrap_or_else(|| Arc::from([]));
+        let mut counts = vec![0u64; bounds.len() + 1];
+        let mut sum_micros = 0u64;
+        for h in all {
+            for (c, b) in counts.iter_mut().zip(h.buckets.iter()) {
+                *c += b.load(Relaxed);
+            }
+            sum_micros += h.sum_micros.load(Relaxed);
+        }
         HistogramSnapshot {
-            sum: self.sum_micros.load(Relaxed) as f64 / 1e6,
+            sum: sum_micros as f64 / 1e6,
             count: counts.iter().sum(),
-            buckets: self.bounds.iter().copied().zip(counts).collect(),
+            buckets: bounds.iter().copied().zip(counts).collect(),
         }
     }
+}
+
+/// How many shards the per-request counts are kept in (threads are spread over them in turn).
+const SHARDS: usize = 4;
+
+/// Statuses a series counts in slots of its own, per shard; more go to the shared counters.
+const STATUS_SLOTS: usize = 6;
+
+thread_local! {
+    // Only touched inside `shard_index`, which never yields: sound on coroutine threads too.
+    static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+/// The calling thread's shard.
+fn shard_index() -> usize {
+    SHARD.with(|s| {
+        if s.get() == usize::MAX {
+            s.set(NEXT_SHARD.fetch_add(1, Relaxed) % SHARDS);
+        }
+        s.get()
+    })
+}
+
+/// A status and how many responses had it; code 0: free.
+#[derive(Default)]
+struct StatusSlot {
+    code: AtomicU16,
+    count: AtomicU64,
+}
+
+/// One series' counts in one shard.
+struct SeriesCounts {
+    statuses: [StatusSlot; STATUS_SLOTS],
+    duration: Histogram,
+    budget: Histogram,
+}
+
+impl SeriesCounts {
+    /// Counts a response with `status` in a slot of this shard; `false` if every slot holds
+    /// another status.
+    fn status(&self, status: u16) -> bool {
+        for slot in &self.statuses {
+            let code = slot.code.load(Relaxed);
+            let mine = code == status
+                || (code == 0
+                    && match slot.code.compare_exchange(0, status, Relaxed, Relaxed) {
+                        Ok(_) => true,
+                        Err(other) => other == status,
+                    });
+            if mine {
+                slot.count.fetch_add(1, Relaxed);
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// What one shard counts.
+struct Shard {
+    series: Box<[SeriesCounts]>,
+    queue_wait: Histogram,
 }
 
 /// Buckets for a route whose deadline is `timeout`: fine below 100 ms, then fractions of the
@@ -92,13 +173,13 @@ fn duration_bounds(timeout: Duration) -> Vec<f64> {
 const UNMATCHED_METHODS: [&str; 10] =
     ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE", "other"];
 
+/// A series' labels, and the counts of statuses beyond the shards' slots.
 struct RouteMetrics {
     method: String,
     label: String,
-    /// Responses by status code (100..=599), indexed by `status - 100`.
+    /// Responses by status code (100..=599), indexed by `status - 100`, for the statuses a
+    /// shard had no slot left for.
     statuses: Box<[AtomicU64]>,
-    duration: Histogram,
-    budget: Histogram,
 }
 
 /// What the components own, read once per scrape (metrics observe; they never decide).
@@ -129,45 +210,57 @@ pub(crate) struct Metrics {
     routes: Vec<RouteMetrics>,
     /// Index of the first "unmatched" entry.
     unmatched: usize,
+    /// The per-request counts, by thread (summed at scrape time).
+    shards: Box<[Shard]>,
     rejected: [AtomicU64; Rejected::ALL.len()],
-    queue_wait: Histogram,
     start_time: f64,
 }
 
 impl Metrics {
     pub fn new(routes: &RouteTable, default_timeout: Duration) -> Self {
-        let mk = |method: &str, label: &str, timeout: Duration| RouteMetrics {
+        let mk = |method: &str, label: &str| RouteMetrics {
             method: method.to_string(),
             label: label.to_string(),
             statuses: (100..600).map(|_| AtomicU64::new(0)).collect(),
-            duration: Histogram::new(duration_bounds(timeout)),
-            budget: Histogram::new(vec![0.1, 0.25, 0.5, 0.8, 0.9, 1.0, 1.25]),
         };
-        let mut rm: Vec<RouteMetrics> = routes
-            .iter()
-            .filter(|(id, _)| routes.is_app_route(*id))
-            .map(|(_, r)| mk(&r.method, &r.pattern, r.timeout))
-            .collect();
+        let app_routes: Vec<_> = routes.iter().filter(|(id, _)| routes.is_app_route(*id)).map(|(_, r)| r).collect();
+        let mut rm: Vec<RouteMetrics> = app_routes.iter().map(|r| mk(&r.method, &r.pattern)).collect();
         let unmatched = rm.len();
-        rm.extend(UNMATCHED_METHODS.iter().map(|m| mk(m, RouteTable::UNMATCHED, default_timeout)));
+        rm.extend(UNMATCHED_METHODS.iter().map(|m| mk(m, RouteTable::UNMATCHED)));
+        // Every series' duration buckets (its deadline's), shared by the shards.
+        let durations: Vec<Arc<[f64]>> = app_routes
+            .iter()
+            .map(|r| r.timeout)
+            .chain(UNMATCHED_METHODS.iter().map(|_| default_timeout))
+            .map(|t| Arc::from(duration_bounds(t)))
+            .collect();
+        let budget: Arc<[f64]> = Arc::from(&[0.1, 0.25, 0.5, 0.8, 0.9, 1.0, 1.25][..]);
+        let queue_wait: Arc<[f64]> = Arc::from(&[0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0][..]);
+        let shards = (0..SHARDS)
+            .map(|_| Shard {
+                series: durations
+                    .iter()
+                    .map(|d| SeriesCounts {
+                        statuses: Default::default(),
+                        duration: Histogram::new(Arc::clone(d)),
+                        budget: Histogram::new(Arc::clone(&budget)),
+                    })
+                    .collect(),
+                queue_wait: Histogram::new(Arc::clone(&queue_wait)),
+            })
+            .collect();
         let start_time =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
-        Metrics {
-            routes: rm,
-            unmatched,
-            rejected: Default::default(),
-            queue_wait: Histogram::new(vec![0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
-            start_time,
-        }
+        Metrics { routes: rm, unmatched, shards, rejected: Default::default(), start_time }
     }
 
-    /// The series of `route`, or for a request that matched none, of its `method`.
-    fn route(&self, id: Option<RouteId>, method: &str) -> &RouteMetrics {
+    /// The series index of `route`, or for a request that matched none, of its `method`.
+    fn series(&self, id: Option<RouteId>, method: &str) -> usize {
         match id {
-            Some(id) if id.index() < self.unmatched => &self.routes[id.index()],
+            Some(id) if id.index() < self.unmatched => id.index(),
             _ => {
                 let m = UNMATCHED_METHODS.iter().position(|&m| m == method).unwrap_or(UNMATCHED_METHODS.len() - 1);
-                &self.routes[self.unmatched + m]
+                self.unmatched + m
             }
         }
     }
@@ -175,13 +268,14 @@ impl Metrics {
     /// Counts a response sent for `route` (`None`: matched no route; then `method`, the
     /// request's, picks the series). `budget`: elapsed / deadline.
     pub fn response(&self, route: Option<RouteId>, method: &str, status: u16, elapsed: Duration, budget: Option<f64>) {
-        let r = self.route(route, method);
-        if (100..600).contains(&status) {
-            r.statuses[(status - 100) as usize].fetch_add(1, Relaxed);
+        let i = self.series(route, method);
+        let counts = &self.shards[shard_index()].series[i];
+        if (100..600).contains(&status) && !counts.status(status) {
+            self.routes[i].statuses[(status - 100) as usize].fetch_add(1, Relaxed);
         }
-        r.duration.observe(elapsed.as_secs_f64());
+        counts.duration.observe(elapsed.as_secs_f64());
         if let Some(b) = budget {
-            r.budget.observe(b);
+            counts.budget.observe(b);
         }
     }
 
@@ -191,7 +285,7 @@ impl Metrics {
 
     /// How long a request waited in the queue before a worker started it.
     pub fn queue_wait(&self, d: Duration) {
-        self.queue_wait.observe(d.as_secs_f64());
+        self.shards[shard_index()].queue_wait.observe(d.as_secs_f64());
     }
 
     /// Seconds since the metrics (and so the server) started.
@@ -202,10 +296,40 @@ impl Metrics {
 
     /// Requests answered with `status`, over all routes (for tests and the dashboard).
     pub fn status_count(&self, status: u16) -> u64 {
-        self.routes
-            .iter()
-            .map(|r| r.statuses.get((status as usize).wrapping_sub(100)).map_or(0, |c| c.load(Relaxed)))
-            .sum()
+        (0..self.routes.len()).map(|i| self.series_status(i, status)).sum()
+    }
+
+    /// Responses of series `i` with `status`: the shared counter and every shard's slot.
+    fn series_status(&self, i: usize, status: u16) -> u64 {
+        let shared = self.routes[i].statuses.get((status as usize).wrapping_sub(100)).map_or(0, |c| c.load(Relaxed));
+        let slots = self.shards.iter().flat_map(|s| s.series[i].statuses.iter());
+        shared
+            + slots.filter(|slot| slot.code.load(Relaxed) == status).map(|slot| slot.count.load(Relaxed)).sum::<u64>()
+    }
+
+    /// Responses of series `i` by status, summed over the shards (statuses with none left out).
+    fn series_statuses(&self, i: usize) -> Vec<(u16, u64)> {
+        let mut counts: Vec<u64> = self.routes[i].statuses.iter().map(|c| c.load(Relaxed)).collect();
+        for slot in self.shards.iter().flat_map(|s| s.series[i].statuses.iter()) {
+            let code = slot.code.load(Relaxed);
+            if (100..600).contains(&code) {
+                counts[usize::from(code - 100)] += slot.count.load(Relaxed);
+            }
+        }
+        counts.into_iter().enumerate().filter(|&(_, n)| n > 0).map(|(k, n)| (k as u16 + 100, n)).collect()
+    }
+
+    fn duration(&self, i: usize) -> HistogramSnapshot {
+        Histogram::snapshot(self.shards.iter().map(|s| &s.series[i].duration))
+    }
+
+    fn budget(&self, i: usize) -> HistogramSnapshot {
+        Histogram::snapshot(self.shards.iter().map(|s| &s.series[i].budget))
+    }
+
+    /// Whether series `i` has counted a request.
+    fn used(&self, i: usize) -> bool {
+        self.shards.iter().any(|s| s.series[i].duration.count() > 0)
     }
 
     /// The Prometheus text exposition (format 0.0.4), encoded by `prometheus-client`.
@@ -227,35 +351,32 @@ impl Metrics {
     fn scrape(&self, snap: &Snapshot) -> Scrape {
         let route = |r: &RouteMetrics| vec![("method", r.method.clone()), ("route", r.label.clone())];
         // Series with no request yet are left out (an unmatched method nobody sent, say).
-        let used = |r: &&RouteMetrics| r.duration.count() > 0;
+        let used: Vec<usize> = (0..self.routes.len()).filter(|&i| self.used(i)).collect();
         let mut f = Vec::with_capacity(32);
         let mut requests = Vec::new();
-        for r in &self.routes {
-            for (i, c) in r.statuses.iter().enumerate() {
-                let n = c.load(Relaxed);
-                if n > 0 {
-                    let mut labels = route(r);
-                    labels.push(("status", (i + 100).to_string()));
-                    requests.push((labels, n));
-                }
+        for (i, r) in self.routes.iter().enumerate() {
+            for (status, n) in self.series_statuses(i) {
+                let mut labels = route(r);
+                labels.push(("status", status.to_string()));
+                requests.push((labels, n));
             }
         }
         f.push(Family::counter("vigil_requests_total", "Responses sent, by method, route and status.", requests));
         f.push(Family::histograms(
             "vigil_request_duration_seconds",
             "Time from request read to response, by method and route.",
-            self.routes.iter().filter(used).map(|r| (route(r), r.duration.snapshot())).collect(),
+            used.iter().map(|&i| (route(&self.routes[i]), self.duration(i))).collect(),
         ));
         f.push(Family::histograms(
             "vigil_budget_used_ratio",
             "Time from request read to response over the route's deadline, by method and route (1 = the whole budget).",
-            self.routes[..self.unmatched].iter().filter(used).map(|r| (route(r), r.budget.snapshot())).collect(),
+            used.iter().filter(|&&i| i < self.unmatched).map(|&i| (route(&self.routes[i]), self.budget(i))).collect(),
         ));
         let timeouts = snap
             .timeouts
             .iter()
             .map(|&(id, reason, n)| {
-                let mut labels = route(self.route(Some(id), ""));
+                let mut labels = route(&self.routes[self.series(Some(id), "")]);
                 labels.push(("reason", reason.label().to_string()));
                 (labels, n)
             })
@@ -276,7 +397,7 @@ impl Metrics {
         f.push(Family::histograms(
             "vigil_queue_wait_seconds",
             "Time requests waited in the queue for a worker thread.",
-            vec![(Vec::new(), self.queue_wait.snapshot())],
+            vec![(Vec::new(), Histogram::snapshot(self.shards.iter().map(|s| &s.queue_wait)))],
         ));
         let (p, w) = (&snap.pool, &snap.watchdog);
         let counters: [(&'static str, &'static str, u64); 11] = [
@@ -490,6 +611,47 @@ impl Collector for Scrape {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_from_many_threads_and_more_statuses_than_slots_add_up_at_scrape_time() {
+        use crate::runtime::routes::RouteInfo;
+        let routes = RouteTable::new(vec![RouteInfo {
+            method: "GET".into(),
+            pattern: "/r".into(),
+            timeout: Duration::from_secs(1),
+            stall: None,
+        }]);
+        let m = Metrics::new(&routes, Duration::from_secs(30));
+        let statuses: Vec<u16> = (200..200 + 2 * STATUS_SLOTS as u16).collect();
+        std::thread::scope(|s| {
+            for _ in 0..2 * SHARDS {
+                s.spawn(|| {
+                    for &status in &statuses {
+                        for _ in 0..3 {
+                            m.response(Some(RouteId::new(0)), "GET", status, Duration::from_millis(2), Some(0.5));
+                        }
+                    }
+                    m.queue_wait(Duration::from_millis(1));
+                });
+            }
+        });
+        let threads = 2 * SHARDS as u64;
+        for &status in &statuses {
+            assert_eq!(m.status_count(status), 3 * threads, "status {status}");
+        }
+        let text = m.render(&Snapshot::default());
+        let n = 3 * threads;
+        assert!(
+            text.contains(&format!("vigil_requests_total{{method=\"GET\",route=\"/r\",status=\"211\"}} {n}")),
+            "{text}"
+        );
+        let all = threads * 3 * statuses.len() as u64;
+        assert!(
+            text.contains(&format!("vigil_request_duration_seconds_count{{method=\"GET\",route=\"/r\"}} {all}")),
+            "{text}"
+        );
+        assert!(text.contains(&format!("vigil_queue_wait_seconds_count {threads}")), "{text}");
+    }
 
     #[test]
     fn render_counts_by_method_route_and_status_with_cumulative_buckets_and_escaped_labels() {

@@ -167,6 +167,53 @@ fn idle_keepalive_connection_is_closed_after_keepalive_timeout() {
 }
 
 #[test]
+fn idle_keepalive_connection_is_closed_no_sooner_than_its_timeout_after_its_last_request() {
+    let keepalive = Duration::from_millis(400);
+    let srv = demo_server(settings().keepalive(keepalive));
+    let mut s = connect(srv.local_addr());
+    for _ in 0..3 {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert_eq!(read_response(&mut s, false).unwrap().status, 200);
+        // The behaviour under test is an idle gap shorter than the keep-alive timeout; the
+        // three add up to more than it: each request starts the timeout again.
+        thread::sleep(keepalive / 2);
+    }
+    let t = Instant::now();
+    assert_closed(&mut s);
+    // From the response's arrival here (the server's idle clock starts as it has written it).
+    let waited = t.elapsed() + keepalive / 2;
+    assert!(waited + Duration::from_millis(10) >= keepalive && waited < Duration::from_secs(2), "{waited:?}");
+    srv.stop();
+}
+
+#[test]
+fn after_an_idle_wait_a_long_head_a_body_and_pipelined_requests_are_all_read_whole() {
+    // The first read after an idle wait takes at most 256 bytes: a longer head, a body behind
+    // the head and two requests in one write each continue past it.
+    let srv = demo_server(settings());
+    let mut s = connect(srv.local_addr());
+    let long = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Filler: {}\r\n\r\n", "f".repeat(600));
+    let body = "b".repeat(300);
+    let post = format!("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let two = "GET / HTTP/1.1\r\nHost: x\r\n\r\nPOST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok";
+    for (send, answers) in [("GET / HTTP/1.1\r\nHost: x\r\n\r\n", 1), (long.as_str(), 1), (post.as_str(), 1), (two, 2)]
+    {
+        // Each write follows an idle wait: the connection has answered everything before it.
+        s.write_all(send.as_bytes()).unwrap();
+        for _ in 0..answers {
+            let r = read_response(&mut s, false).unwrap();
+            assert_eq!(r.status, 200, "{send:.40}");
+            if send.starts_with("POST") && answers == 1 {
+                assert_eq!(r.body, body.as_bytes());
+            }
+        }
+    }
+    let r = raw(srv.local_addr(), b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    assert_eq!(r.status, 200);
+    srv.stop();
+}
+
+#[test]
 fn request_id_is_echoed_or_generated() {
     let srv = demo_server(settings());
     let r = raw(srv.local_addr(), b"GET / HTTP/1.1\r\nHost: x\r\nX-Request-Id: abc-123\r\nConnection: close\r\n\r\n")

@@ -258,6 +258,9 @@ pub struct Head {
     /// Bytes of the buffer this head occupies, including skipped leading empty
     /// lines and the final blank line: the body (or next request) starts here.
     pub len: usize,
+    /// Value of the first `X-Request-Id` field, if any (found in the same pass
+    /// as the other checks: the server echoes a sane one).
+    pub request_id: Option<Span>,
 }
 
 impl Head {
@@ -402,6 +405,7 @@ fn parse_slots<'b>(
     let blank_start = if buf[len - 2] == b'\r' { len - 2 } else { len - 1 };
     let mut fields = FieldState::default();
     let mut headers = Vec::with_capacity(req.headers.len());
+    let mut request_id = None;
     for (i, h) in req.headers.iter().enumerate() {
         let name = h.name.as_bytes();
         let name_start = off(name);
@@ -419,6 +423,9 @@ fn parse_slots<'b>(
         }
 
         fields.observe(name, h.value)?;
+        if name.len() == 12 && request_id.is_none() && name.eq_ignore_ascii_case(b"x-request-id") {
+            request_id = Some(value);
+        }
         headers.push((Span::new(name_start, name_start + name.len()), value));
     }
 
@@ -438,6 +445,7 @@ fn parse_slots<'b>(
         keep_alive,
         expect_continue: fields.expect_continue && version == Version::Http11,
         len,
+        request_id,
     }))
 }
 
@@ -1033,6 +1041,15 @@ mod tests {
             ParseError::BadRequest(reason) => reason,
             other => panic!("{:?}: {other:?}", String::from_utf8_lossy(raw)),
         }
+    }
+
+    #[test]
+    fn the_first_x_request_id_is_found_in_the_same_pass_whatever_its_case() {
+        let raw = get_with("x-REQUEST-id: abc\r\nX-Request-Id: second\r\n");
+        let head = ok(&raw);
+        assert_eq!(head.request_id.map(|s| s.get(&raw)), Some(&b"abc"[..]));
+        assert_eq!(head.request_id.map(|s| s.get(&raw)), head.header(&raw, "x-request-id"));
+        assert_eq!(ok(&get_with("X-Request-Ids: no\r\n")).request_id, None);
     }
 
     fn decode_all(input: &[u8], max_body: u64) -> Result<(usize, Vec<u8>), ParseError> {

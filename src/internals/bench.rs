@@ -80,8 +80,8 @@ pub fn inflight_alloc_and_drop() {
 
 /// The per-request bookkeeping of the connection, the pool and the watchdog on one thread:
 /// build the record, register it with the watchdog, a worker's `begin` and `complete` (which
-/// answers into the connection's reply slot), the connection taking the answer, and a watchdog
-/// sweep every 64 requests. Excluded: parsing, the dispatch hop (`Hop`), the handler, metrics
+/// answers into the connection's reply slot), the connection taking the answer (and the request
+/// off the watchdog's list), and a watchdog sweep every 64 requests. Excluded: parsing, the dispatch hop (`Hop`), the handler, metrics
 /// and writing the response.
 pub struct Bookkeeping {
     pool: Arc<Pool>,
@@ -132,6 +132,9 @@ impl Bookkeeping {
         drop(ctx);
         self.pool.complete(&job, self.worker, Response::text("hello"));
         std::hint::black_box(self.slot.wait(seq));
+        if let Some((wd, _)) = &self.watchdog {
+            wd.answered(&job); // as the connection does once it has the answer
+        }
         drop(job);
         if let Some((wd, sweep)) = &mut self.watchdog {
             if seq % 64 == 63 {

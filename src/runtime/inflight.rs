@@ -69,7 +69,14 @@ pub(crate) struct Inflight {
     /// with it the body) is dropped. Never read: it is held for its `Drop`.
     #[allow(dead_code)]
     body_memory: Option<Reservation>,
+    /// Where the watchdog's list holds it (see `runtime::watchlist`).
+    pub listing: Listing,
 }
+
+/// Where the watchdog's list holds a request (`runtime::watchlist`): `shard << 32 | slot`, or
+/// [`NOT_LISTED`].
+pub(crate) type Listing = AtomicU64;
+pub(crate) const NOT_LISTED: u64 = u64::MAX;
 
 impl U8Enum for Option<TimeoutReason> {
     fn to_u8(self) -> u8 {
@@ -133,6 +140,7 @@ impl Inflight {
             reply: a.reply,
             peer: a.peer,
             body_memory,
+            listing: Listing::new(NOT_LISTED),
         }
     }
 
@@ -260,7 +268,7 @@ impl Inflight {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::http::response::Response;
 

@@ -7,7 +7,7 @@
 //! [`inflight`] (one request's record), [`offload`] (where the watchdog sends work that might
 //! block), [`threads`] (the workers as the OS sees them: priority and CPU time), [`pool`] (the
 //! OS threads that run handlers), [`decide`] (the watchdog's rules as a pure function) and
-//! [`watchdog`] (the thread that applies them), which reports to a service manager through
+//! [`watchdog`] (the thread that applies them to the requests on its [`watchlist`]), which reports to a service manager through
 //! [`notify`] (sd_notify). It depends only on the HTTP codec (`crate::http`) and
 //! `crate::platform`.
 
@@ -26,6 +26,7 @@ pub(crate) mod stream;
 pub(crate) mod threads;
 pub(crate) mod token;
 pub(crate) mod watchdog;
+pub(crate) mod watchlist;
 
 #[cfg(test)]
 mod races;

@@ -1,13 +1,14 @@
 //! The watchdog: one thread that owns the timing of every in-flight request.
 //!
-//! Each request reaches it as a `Weak<Inflight>` over a lock-free channel when it is queued.
+//! Each request is put on its list (`runtime::watchlist`: weak references, in shards) when it
+//! is queued, and taken off by its connection once it is done, or by the sweep.
 //! Every `--watchdog-tick` the watchdog
 //!
-//! 1. **decides**: under the lock of its in-flight list it reads each request's state and asks
+//! 1. **decides**: under the lock of each shard of its list it reads each request's state and asks
 //!    the pure [`decide`](crate::runtime::decide::decide) what to do (refuse a request queued past
 //!    its deadline, cancel one running past its deadline or stall timeout or the drain's end,
 //!    abandon one cancelled past `--cancel-grace`, probe a client);
-//! 2. releases the lock and **acts**: each action starts with a compare-and-swap on the
+//! 2. with no lock held, **acts**: each action starts with a compare-and-swap on the
 //!    request's state, answers 503/504 through the request's reply slot, fires its token, takes
 //!    a cancelled thread out of the pool's count and starts a stand-in;
 //! 3. follows the requests it cancelled (it holds them until their handler returns) to learn
@@ -33,10 +34,9 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crossbeam_channel::{Receiver, Sender};
 use log::{error, info, warn};
 use parking_lot::Mutex;
 
@@ -52,6 +52,7 @@ use crate::runtime::reply::{Reply, CLIENT_CLOSED_REQUEST};
 use crate::runtime::routes::{RouteId, RouteTable};
 use crate::runtime::state::{Outcome, RequestState, TimeoutReason, WorkerId};
 use crate::runtime::threads::AbandonedCpu;
+use crate::runtime::watchlist::{Keep, Watchlist};
 
 /// How many recent timeouts `/timeouts` and the dashboard keep.
 pub(crate) const RECENT_TIMEOUTS: usize = 50;
@@ -127,12 +128,10 @@ pub(crate) struct Watchdog {
     routes: Arc<RouteTable>,
     pool: Arc<Pool>,
     offload: Offload,
-    register_tx: Sender<Weak<Inflight>>,
-    register_rx: Receiver<Weak<Inflight>>,
-    /// Every request from the moment it is queued until it is done. Weak references: the
-    /// connection, the queue and the worker own a request, so it is freed by one of them (the
-    /// connection, usually: the thread that allocated it, which keeps malloc on its fast path).
-    inflight: Mutex<Vec<Weak<Inflight>>>,
+    /// Every request from the moment it is queued until it is done (`runtime::watchlist`: weak
+    /// references, in shards; the connection takes its request off when it is done, so that it
+    /// frees it itself).
+    list: Watchlist,
     timeouts: Mutex<VecDeque<TimeoutRecord>>,
     /// Timeouts by route and reason.
     timeout_counts: Vec<[AtomicU64; 4]>,
@@ -158,7 +157,7 @@ pub(crate) struct Watchdog {
 #[derive(Default)]
 pub(crate) struct Sweep {
     ticks: u64,
-    /// This tick's decisions, acted on once the list's lock is released.
+    /// This tick's decisions, acted on once the list's locks are released.
     actions: Vec<(Arc<Inflight>, Action)>,
     /// Requests it cancelled, held until their handler returns (or the process ends).
     watched: Vec<Arc<Inflight>>,
@@ -179,16 +178,13 @@ impl Watchdog {
     /// A watchdog that does nothing until [`spawn`](Watchdog::spawn)ed (tests call
     /// [`tick`](Watchdog::tick) themselves).
     pub fn new(config: WatchdogConfig, routes: Arc<RouteTable>, pool: Arc<Pool>) -> std::io::Result<Arc<Watchdog>> {
-        let (register_tx, register_rx) = crossbeam_channel::unbounded();
         let timeout_counts = (0..routes.len()).map(|_| Default::default()).collect();
         Ok(Arc::new(Watchdog {
             config,
             routes,
             pool,
             offload: Offload::start()?,
-            register_tx,
-            register_rx,
-            inflight: Mutex::new(Vec::new()),
+            list: Watchlist::new(),
             timeouts: Mutex::new(VecDeque::with_capacity(RECENT_TIMEOUTS)),
             timeout_counts,
             honored_total: AtomicU64::new(0),
@@ -234,9 +230,20 @@ impl Watchdog {
         Ok(())
     }
 
-    /// Puts a queued request under watch. Lock-free.
+    /// Puts a queued request under watch (an uncontended lock of the calling thread's shard).
     pub fn register(&self, job: &Arc<Inflight>) {
-        let _ = self.register_tx.send(Arc::downgrade(job));
+        self.list.insert(job);
+    }
+
+    /// Its connection has the answer to `job`: if the request is done, the watchdog has nothing
+    /// left to do with it, and it leaves the list now rather than at the next sweep (the
+    /// connection then holds the last reference and frees it). A request cancelled, or found
+    /// with its client gone, stays until its handler has returned: the watchdog abandons its
+    /// thread if it ignores the cancellation.
+    pub fn answered(&self, job: &Inflight) {
+        if job.state() == RequestState::Done {
+            self.list.remove(job);
+        }
     }
 
     /// A drain began: what is still queued at `cancel_at_ns` is refused (503), what still runs
@@ -266,8 +273,9 @@ impl Watchdog {
     /// The requests under watch that are not done, for the admin endpoints (the list's lock is
     /// held only for the copy).
     pub fn requests(&self) -> Vec<Arc<Inflight>> {
-        let list = self.inflight.lock();
-        list.iter().filter_map(Weak::upgrade).filter(|r| r.state() != RequestState::Done).collect()
+        let mut list = self.list.snapshot();
+        list.retain(|r| r.state() != RequestState::Done);
+        list
     }
 
     /// The recent timeouts, oldest first.
@@ -313,24 +321,18 @@ impl Watchdog {
             probe_peers: sweep.ticks.is_multiple_of(PROBE_EVERY_TICKS),
         };
         sweep.ticks += 1;
-        {
-            let mut list = self.inflight.lock();
-            list.extend(self.register_rx.try_iter());
-            let actions = &mut sweep.actions;
-            list.retain(|w| {
-                // Gone (every owner dropped it) or done: forget it.
-                let Some(r) = w.upgrade() else { return false };
-                let v = view(&r);
-                if v.state == RequestState::Done {
-                    return false;
-                }
-                if let Some(a) = decide(&v, now, &params) {
-                    actions.push((r, a));
-                }
-                true
-            });
-            sweep.in_flight = list.len();
-        }
+        let actions = &mut sweep.actions;
+        sweep.in_flight = self.list.sweep(|r| {
+            let v = view(r);
+            // Done: forget it (gone ones the list forgets by itself).
+            if v.state == RequestState::Done {
+                return Keep::No;
+            }
+            if let Some(a) = decide(&v, now, &params) {
+                actions.push((Arc::clone(r), a));
+            }
+            Keep::Yes
+        });
         let draining = params.drain_cancel_at_ns.is_some();
         for (r, action) in std::mem::take(&mut sweep.actions) {
             match action {
@@ -807,6 +809,26 @@ mod tests {
         let t = &f.wd.recent_timeouts()[0];
         assert_eq!((t.reason, t.outcome, t.route.as_str()), (TimeoutReason::Deadline, Outcome::Abandoned, "/t"));
         assert_eq!(f.wd.timeouts(RouteId::new(0), TimeoutReason::Deadline), 1);
+    }
+
+    #[test]
+    fn a_connection_with_its_answer_unlists_a_done_request_but_not_a_cancelled_one() {
+        let mut f = Fixture::new(2, HOUR, GRACE);
+        let (w1, w2) = (f.pool.adopt_test_worker(), f.pool.adopt_test_worker());
+        let (fine, fine_slot) = f.job();
+        let (hung, hung_slot) = f.job();
+        assert!(f.pool.begin(&fine, w1) && f.pool.begin(&hung, w2));
+        f.pool.complete(&fine, w1, Response::text("ok"));
+        assert_eq!(answer(&fine_slot), Some(200));
+        f.wd.answered(&fine);
+        assert_eq!(Arc::weak_count(&fine), 0, "no reference left on the list: its connection frees it");
+        let at = f.past_deadline(&hung);
+        f.tick(at);
+        assert_eq!(answer(&hung_slot), Some(504));
+        f.wd.answered(&hung); // the connection has its 504; the handler still runs
+        assert_eq!(f.wd.requests().len(), 1);
+        f.tick(at + clock::ns(GRACE));
+        assert_eq!(hung.state(), RequestState::Abandoned, "still followed: abandoned after the grace");
     }
 
     #[test]

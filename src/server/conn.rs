@@ -29,7 +29,7 @@ use crate::answers::Answers;
 use crate::app::Routed;
 use crate::http::body::{Chunks, Next};
 use crate::http::parse::{parse_head, ChunkedDecoder, Framing as BodyFraming, Head, ParseError, Span, Version};
-use crate::http::request::Request;
+use crate::http::request::{Request, RequestId};
 use crate::http::response::{encode_head, Framing, Payload, Response, StreamFraming};
 use crate::metrics::Rejected;
 use crate::platform::PeerProbe;
@@ -49,7 +49,7 @@ use crate::server::shared::Shared;
 /// Initial read buffer per connection. It grows only while one request head does not fit, never
 /// beyond `--limit-request-head` plus this much (the parser answers 431 first), and shrinks back
 /// once that head has been consumed.
-const READ_BUF: usize = 4096;
+pub(crate) const READ_BUF: usize = 4096;
 /// What an idle keep-alive connection reads into while it waits for its next request. It lives
 /// on the coroutine's stack, which must stay within one page at its deepest (an idle connection
 /// then costs one touched stack page at each end and no read buffer); most small requests fit.
@@ -152,7 +152,9 @@ struct Conn<'a> {
     stream: TcpStream,
     peer: SocketAddr,
     shared: &'a Arc<Shared>,
-    /// rbuf[start..end] holds bytes read and not yet consumed; rbuf.len() is its capacity.
+    /// rbuf[start..end] holds bytes read and not yet consumed; rbuf.len() is its capacity. Empty
+    /// while idle; after an idle read, exactly the bytes it got; else a read buffer of
+    /// `READ_BUF` bytes or more.
     rbuf: Vec<u8>,
     start: usize,
     end: usize,
@@ -166,8 +168,8 @@ struct Conn<'a> {
     /// The read timeout currently set on the socket (setting it is a syscall).
     read_timeout: Option<Duration>,
     seq: u64,
-    /// Created with the first request (on this coroutine, as `ReplySlot::new` requires).
-    reply: Option<Arc<ReplySlot>>,
+    /// Where the answers come back (created on this coroutine, as `ReplySlot::new` requires).
+    reply: Arc<ReplySlot>,
     requests: u64,
     /// Whether the request being handled is a HEAD (its answer carries no body).
     last_method_is_head: bool,
@@ -180,6 +182,7 @@ struct Conn<'a> {
 
 impl Drop for Conn<'_> {
     fn drop(&mut self) {
+        self.shared.conns.read_bufs.give(std::mem::take(&mut self.rbuf));
         // Before the socket (a field) is closed: the drain may shut an idle socket's read side
         // under the registry's lock, never after this.
         self.shared.conns.unregister(&self.slot);
@@ -202,7 +205,7 @@ pub(crate) fn serve(stream: TcpStream, peer: SocketAddr, slot: Arc<ConnSlot>, sh
         write_failed: false,
         read_timeout: None,
         seq: 0,
-        reply: None,
+        reply: ReplySlot::new(),
         requests: 0,
         last_method_is_head: false,
         body_memory: None,
@@ -268,24 +271,28 @@ impl Conn<'_> {
                 if self.requests > 0 {
                     // Idle between requests: hold no read buffer while waiting (`fill` waits on
                     // a small stack buffer), so an idle keep-alive connection costs little more
-                    // than its coroutine's stack (BENCHMARKS.md, idle connections).
-                    self.rbuf = Vec::new();
+                    // than its coroutine's stack (BENCHMARKS.md, idle connections). The buffer
+                    // goes to the server's spares, for the next connection that gets bytes.
+                    self.shared.conns.read_bufs.give(std::mem::take(&mut self.rbuf));
                 }
             }
-            let timeout = match started {
-                // Idle between requests: the keep-alive timeout (the first request gets the
-                // header timeout, as a client that connects and sends nothing is a slowloris).
-                None if self.requests > 0 => self.shared.settings.keepalive,
-                None => self.shared.settings.header_timeout,
+            let read = match started {
+                // Idle between requests: no read timeout. The keep-alive timeout is the
+                // registry's to enforce (`Connections::close_expired_idle`): a timeout on the
+                // socket would cost a may timer, added and cancelled, per request.
+                None if self.requests > 0 => self.wait_idle(),
+                // The first request gets the header timeout, as a client that connects and
+                // sends nothing is a slowloris.
+                None => self.fill(self.shared.settings.header_timeout),
                 Some(t0) => {
                     let left = self.shared.settings.header_timeout.saturating_sub(t0.elapsed());
                     if left.is_zero() {
                         return Err(Stop::Refuse(Fault::HeadTimeout));
                     }
-                    left
+                    self.fill(left)
                 }
             };
-            match self.fill(timeout) {
+            match read {
                 Ok(0) => return Ok(None),
                 Ok(_) => {}
                 Err(e) if is_timeout(&e) => {
@@ -305,37 +312,50 @@ impl Conn<'_> {
         }
     }
 
+    /// Waits for the next request on a kept-alive connection, holding no read buffer: it reads
+    /// into a small stack buffer and takes a heap buffer once bytes come (the same one read
+    /// syscall as reading into the heap buffer; a head longer than this is completed by `fill`).
+    /// No read timeout: the registry closes the connection past `--keepalive` (its read then
+    /// returns end-of-file). Returns bytes read (0 = EOF). Out of line: its stack buffer is on
+    /// the stack only while the connection is idle.
+    #[inline(never)]
+    fn wait_idle(&mut self) -> io::Result<usize> {
+        self.clear_timeout()?;
+        let mut first = [0u8; IDLE_READ];
+        self.shared.conns.idle(&self.slot, clock::now_ns());
+        let n = self.stream.read(&mut first)?;
+        if n > 0 {
+            if !self.shared.conns.busy(&self.slot) {
+                // The drain or the keep-alive timeout closed this idle connection as the bytes
+                // arrived (the classic keep-alive race: the client retries on another
+                // connection).
+                return Ok(0);
+            }
+            // Into a heap buffer of exactly their size: when they are one whole request head (the
+            // usual case), `handle` keeps it as the request's copy of its head, and no read
+            // buffer is taken at all. Otherwise `fill` moves them to a read buffer.
+            self.rbuf = first[..n].to_vec();
+            (self.start, self.end) = (0, n);
+        }
+        Ok(n)
+    }
+
     /// Reads more bytes into the buffer, waiting at most `timeout`. Returns bytes read (0 = EOF).
     /// A full buffer at its cap (which the parser's head limit keeps out of reach) is an
     /// `OutOfMemory` error.
     fn fill(&mut self, timeout: Duration) -> io::Result<usize> {
-        if self.rbuf.is_empty() && self.requests > 0 {
-            // Between requests (see `read_head`): wait on the stack, allocate once bytes come.
-            // The same one read syscall as reading into the heap buffer; a head longer than
-            // this is completed by the usual path below.
-            self.set_timeout(timeout)?;
-            let mut first = [0u8; IDLE_READ];
-            self.shared.conns.idle(&self.slot);
-            let n = self.stream.read(&mut first)?;
-            if n > 0 {
-                if !self.shared.conns.busy(&self.slot) {
-                    // A drain closed this idle connection as the bytes arrived (the classic
-                    // keep-alive race: the client retries on another connection).
-                    return Ok(0);
-                }
-                self.rbuf.resize(READ_BUF, 0);
-                self.rbuf[..n].copy_from_slice(&first[..n]);
-                (self.start, self.end) = (0, n);
-            }
-            return Ok(n);
-        }
         if self.end == self.rbuf.len() {
             if self.start > 0 {
                 self.rbuf.copy_within(self.start..self.end, 0);
                 self.end -= self.start;
                 self.start = 0;
             }
-            if self.end == self.rbuf.len() {
+            if self.rbuf.len() < READ_BUF {
+                // None yet, or an idle read's exact-size buffer: a read buffer (a spare one).
+                let mut buf = self.shared.conns.read_bufs.take();
+                buf[..self.end].copy_from_slice(&self.rbuf[..self.end]);
+                self.rbuf = buf;
+            } else if self.end == self.rbuf.len() {
                 let cap = self.shared.limits.head_bytes + READ_BUF;
                 let len = (self.rbuf.len() * 2).max(READ_BUF).min(cap);
                 if len <= self.rbuf.len() {
@@ -354,8 +374,16 @@ impl Conn<'_> {
     fn handle(&mut self, head: Head) -> Result<bool, Stop> {
         let t0 = clock::now_ns();
         let shared = Arc::clone(self.shared);
-        let raw_head = self.avail()[..head.len].to_vec().into_boxed_slice();
-        self.start += head.len;
+        let raw_head: Box<[u8]> = if self.start == 0 && head.len == self.end && self.end == self.rbuf.len() {
+            // The buffer holds this head and nothing else (an idle read's exact-size buffer):
+            // it becomes the request's copy of its head as it is.
+            self.end = 0;
+            std::mem::take(&mut self.rbuf).into_boxed_slice()
+        } else {
+            let raw = self.avail()[..head.len].into();
+            self.start += head.len;
+            raw
+        };
         let text = |s: Span| std::str::from_utf8(s.get(&raw_head)).unwrap_or("");
         let method = text(head.method);
         let path = match text(head.path) {
@@ -366,14 +394,12 @@ impl Conn<'_> {
         self.last_method_is_head = head_only;
         let uid = shared.ids.next_uid();
         let request_id = head
-            .headers
-            .iter()
-            .find(|(k, _)| k.get(&raw_head).eq_ignore_ascii_case(b"x-request-id"))
-            .map(|(_, v)| v.get(&raw_head))
+            .request_id
+            .map(|v| v.get(&raw_head))
             .filter(|v| valid_request_id(v))
-            .map(|v| String::from_utf8_lossy(v).into())
-            .unwrap_or_else(|| shared.ids.render(uid));
-        let seen = Seen { method, path, id: &request_id, head_only, t0 };
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map_or_else(|| shared.ids.render(uid), RequestId::from);
+        let seen = Seen { method, path, id: request_id.as_str(), head_only, t0 };
 
         let (route, params) = match shared.app.find(method, path) {
             Routed::Found { route, params } => (route, params),
@@ -419,6 +445,28 @@ impl Conn<'_> {
     #[inline(never)]
     fn enqueue(
         &mut self,
+        req: Request,
+        params: crate::app::Params,
+        route: RouteId,
+        uid: u64,
+        seq: u64,
+        start_ns: u64,
+    ) -> Arc<Inflight> {
+        let shared = self.shared;
+        let job = self.new_record(req, params, route, uid, seq, start_ns);
+        match shared.pool.submit(Arc::clone(&job)) {
+            Ok(()) => shared.watchdog.register(&job),
+            Err(e) => refuse_unqueued(shared, &job, e, start_ns),
+        }
+        job
+    }
+
+    /// The in-flight record of a request. Out of line: the record is built on the stack before
+    /// it moves to the heap, and that frame is gone before `enqueue` hands the record to the
+    /// pool (whose `try_send` may wake a worker: a deep call).
+    #[inline(never)]
+    fn new_record(
+        &mut self,
         mut req: Request,
         params: crate::app::Params,
         route: RouteId,
@@ -428,7 +476,6 @@ impl Conn<'_> {
     ) -> Arc<Inflight> {
         let shared = self.shared;
         req.set_params(params);
-        let slot = Arc::clone(self.reply.get_or_insert_with(ReplySlot::new));
         let arrival = Arrival {
             upstream_timeout: if shared.settings.trust_upstream_deadline { upstream_timeout(&req) } else { None },
             req,
@@ -436,15 +483,10 @@ impl Conn<'_> {
             uid,
             seq,
             start_ns,
-            reply: Some(slot),
+            reply: Some(Arc::clone(&self.reply)),
             peer: PeerProbe::new(&self.stream),
         };
-        let job = Arc::new(Inflight::holding(arrival, shared.routes.get(route), self.body_memory.take()));
-        match shared.pool.submit(Arc::clone(&job)) {
-            Ok(()) => shared.watchdog.register(&job),
-            Err(e) => refuse_unqueued(shared, &job, e, start_ns),
-        }
-        job
+        Arc::new(Inflight::holding(arrival, shared.routes.get(route), self.body_memory.take()))
     }
 
     /// Encodes the answer to `job` (or, for a client that went away, nothing), counts it and
@@ -454,6 +496,7 @@ impl Conn<'_> {
         let shared = self.shared;
         let (keep_alive, http10, head_only) = keep;
         let unmatched = !shared.routes.is_app_route(job.route);
+        shared.watchdog.answered(job);
         let (mut resp, source) = match reply {
             // A request the router refused, run through the pool for the app's hooks.
             Reply::Send(resp, Source::Handler) if unmatched => (resp, Source::Router),
@@ -504,7 +547,7 @@ impl Conn<'_> {
 
     /// Waits for the answer to request `seq`.
     fn wait_reply(&mut self, seq: u64) -> Reply {
-        self.reply.as_ref().expect("reply slot").wait(seq)
+        self.reply.wait(seq)
     }
 
     /// The access line of a request that reached the pool, and the warning for one that used
@@ -729,6 +772,15 @@ impl Conn<'_> {
         Ok(())
     }
 
+    /// Takes the socket's read timeout off (a setsockopt only if one was set).
+    fn clear_timeout(&mut self) -> io::Result<()> {
+        if self.read_timeout.is_some() {
+            self.stream.set_read_timeout(None)?;
+            self.read_timeout = None;
+        }
+        Ok(())
+    }
+
     fn body_time_left(&self, started: Instant, limit: Duration) -> Result<Duration, Stop> {
         let left = limit.saturating_sub(started.elapsed());
         if left.is_zero() {
@@ -805,7 +857,7 @@ impl Conn<'_> {
             Some(seen) => seen.id,
             None => {
                 generated = s.ids.render(s.ids.next_uid());
-                &generated
+                generated.as_str()
             }
         };
         let head_only = match seen {

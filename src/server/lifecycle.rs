@@ -135,6 +135,15 @@ impl Lifecycle {
         }
     }
 
+    /// Blocks until a drain is asked for (`true`) or `d` has passed (`false`).
+    pub fn wait_for_request_for(&self, d: Duration) -> bool {
+        let mut r = self.requested.lock();
+        if r.is_none() {
+            self.wake.wait_for(&mut r, d);
+        }
+        r.is_some()
+    }
+
     /// Why the drain was asked for (`Requested` if it was not).
     pub fn cause(&self) -> StopCause {
         self.requested.lock().unwrap_or(StopCause::Requested)

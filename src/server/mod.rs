@@ -272,7 +272,7 @@ impl Server {
             pool,
             watchdog,
             lifecycle: Lifecycle::new(),
-            conns: Connections::default(),
+            conns: Connections::new(conn::READ_BUF),
             body_budget: BodyBudget::new(settings.max_body_memory),
             ids: RequestIds::new(u64::from(addr.port())),
             queue_full_log: OncePerSecond::new(),
@@ -297,7 +297,18 @@ impl Server {
         std::thread::Builder::new()
             .name("vigil-lifecycle".into())
             .spawn(move || {
-                supervisor.lifecycle.wait_for_request();
+                // Until a drain: close idle connections past --keepalive (they wait with no
+                // read timeout of their own: `server::connections`).
+                let keepalive = supervisor.settings.keepalive;
+                if keepalive.is_zero() {
+                    supervisor.lifecycle.wait_for_request();
+                } else {
+                    let every = connections::reap_period(keepalive);
+                    while !supervisor.lifecycle.wait_for_request_for(every) {
+                        let now = crate::runtime::clock::now_ns();
+                        supervisor.conns.close_expired_idle(now.saturating_sub(crate::runtime::clock::ns(keepalive)));
+                    }
+                }
                 drain(&supervisor, addr, source);
             })
             .map_err(spawn_error("the lifecycle thread"))

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::app::App;
 use crate::http::parse::Limits;
+use crate::http::request::RequestId;
 use crate::logging::OncePerSecond;
 use crate::metrics::{Metrics, Snapshot};
 use crate::runtime::budget::BodyBudget;
@@ -58,13 +59,9 @@ impl RequestIds {
         self.next.fetch_add(1, Relaxed)
     }
 
-    /// The generated id for number `uid`.
-    pub fn render(&self, uid: u64) -> Box<str> {
-        let mut s = String::with_capacity(self.prefix.len() + 12);
-        s.push_str(&self.prefix);
-        s.push('-');
-        s.push_str(itoa::Buffer::new().format(uid));
-        s.into_boxed_str()
+    /// The generated id for number `uid` (rendered inline: no allocation).
+    pub fn render(&self, uid: u64) -> RequestId {
+        RequestId::generated(&self.prefix, uid)
     }
 }
 
