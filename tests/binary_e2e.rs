@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -109,6 +110,29 @@ fn cancelled_thread_gets_a_stand_in_at_once_and_leaves_when_its_handler_returns(
     assert!(wait_for(Duration::from_secs(3), || worker_threads_of(pid) == 2), "the honoring thread stayed");
     assert_eq!(metric(srv.admin(), "vigil_worker_threads"), 2.0);
     assert_eq!(metric(srv.admin(), "vigil_threads_abandoned_total"), 0.0);
+}
+
+// Through the binary so that it also runs under Wine (`VIGIL_SERVER_CMD`): how an idle
+// connection is closed differs by platform (the lifecycle thread on Unix, a read timeout on
+// Windows).
+#[test]
+fn idle_keepalive_connection_is_closed_after_keepalive_and_answered_until_then() {
+    let srv = ServerProc::start(&["--keepalive", "0.5s"]);
+    let mut s = connect(srv.addr);
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut s, false).unwrap().status, 200);
+    // Within --keepalive the connection still serves.
+    thread::sleep(Duration::from_millis(150));
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut s, false).unwrap().status, 200);
+    // Then the read blocks until the server closes the idle connection.
+    let t = Instant::now();
+    assert_closed(&mut s);
+    let waited = t.elapsed();
+    assert!(
+        waited + Duration::from_millis(20) >= Duration::from_millis(500) && waited < Duration::from_secs(3),
+        "closed after {waited:?}"
+    );
 }
 
 #[test]

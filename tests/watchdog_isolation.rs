@@ -3,11 +3,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// For the stalled-stderr test, which needs a pipe nobody reads and a process to hold it (Unix).
+#[cfg(unix)]
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpStream},
+    time::Instant,
+};
 
 use common::*;
 use vigil::{App, Cancelled, Ctx, Request, Response, RouteOptions};

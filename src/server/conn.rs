@@ -316,10 +316,16 @@ impl Conn<'_> {
     /// into a small stack buffer and takes a heap buffer once bytes come (the same one read
     /// syscall as reading into the heap buffer; a head longer than this is completed by `fill`).
     /// No read timeout: the registry closes the connection past `--keepalive` (its read then
-    /// returns end-of-file). Returns bytes read (0 = EOF). Out of line: its stack buffer is on
+    /// returns end-of-file; on Windows, where it cannot, the read times out at `--keepalive`). Returns bytes read (0 = EOF). Out of line: its stack buffer is on
     /// the stack only while the connection is idle.
     #[inline(never)]
     fn wait_idle(&mut self) -> io::Result<usize> {
+        // Windows: another thread cannot wake a pending read by shutting the socket's read
+        // side (`PeerProbe::shutdown_read` does nothing there), so the idle wait keeps
+        // `--keepalive` as its read timeout, and the timer per request with it.
+        #[cfg(windows)]
+        self.set_timeout(self.shared.settings.keepalive)?;
+        #[cfg(not(windows))]
         self.clear_timeout()?;
         let mut first = [0u8; IDLE_READ];
         self.shared.conns.idle(&self.slot, clock::now_ns());
@@ -773,6 +779,7 @@ impl Conn<'_> {
     }
 
     /// Takes the socket's read timeout off (a setsockopt only if one was set).
+    #[cfg(not(windows))]
     fn clear_timeout(&mut self) -> io::Result<()> {
         if self.read_timeout.is_some() {
             self.stream.set_read_timeout(None)?;
