@@ -13,8 +13,7 @@
 //! each series' first few statuses in slots of its own; further statuses of a series (rare)
 //! go to counters all threads share.
 
-use std::cell::Cell;
-use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +23,7 @@ use prometheus_client::metrics::MetricType;
 
 use crate::runtime::pool::PoolStats;
 use crate::runtime::routes::{RouteId, RouteTable};
+use crate::runtime::shard::thread_shard;
 use crate::runtime::state::TimeoutReason;
 use crate::runtime::watchdog::WatchdogStats;
 
@@ -96,22 +96,6 @@ const SHARDS: usize = 4;
 
 /// Statuses a series counts in slots of its own, per shard; more go to the shared counters.
 const STATUS_SLOTS: usize = 6;
-
-thread_local! {
-    // Only touched inside `shard_index`, which never yields: sound on coroutine threads too.
-    static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
-}
-static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
-
-/// The calling thread's shard.
-fn shard_index() -> usize {
-    SHARD.with(|s| {
-        if s.get() == usize::MAX {
-            s.set(NEXT_SHARD.fetch_add(1, Relaxed) % SHARDS);
-        }
-        s.get()
-    })
-}
 
 /// A status and how many responses had it; code 0: free.
 #[derive(Default)]
@@ -269,7 +253,7 @@ impl Metrics {
     /// request's, picks the series). `budget`: elapsed / deadline.
     pub fn response(&self, route: Option<RouteId>, method: &str, status: u16, elapsed: Duration, budget: Option<f64>) {
         let i = self.series(route, method);
-        let counts = &self.shards[shard_index()].series[i];
+        let counts = &self.shards[thread_shard(SHARDS)].series[i];
         if (100..600).contains(&status) && !counts.status(status) {
             self.routes[i].statuses[(status - 100) as usize].fetch_add(1, Relaxed);
         }
@@ -285,7 +269,7 @@ impl Metrics {
 
     /// How long a request waited in the queue before a worker started it.
     pub fn queue_wait(&self, d: Duration) {
-        self.shards[shard_index()].queue_wait.observe(d.as_secs_f64());
+        self.shards[thread_shard(SHARDS)].queue_wait.observe(d.as_secs_f64());
     }
 
     /// Seconds since the metrics (and so the server) started.

@@ -3,7 +3,7 @@
 //!
 //! Bottom to top: [`clock`] (one monotonic clock in atomics), [`state`] (the typed states and
 //! their atomic cell), [`token`] (cancellation), [`routes`] (a route's resolved timing),
-//! [`refusal`] (the server's own answers), [`reply`] (where a connection waits for its answer),
+//! [`shard`] (which shard a thread uses), [`refusal`] (the server's own answers), [`reply`] (where a connection waits for its answer),
 //! [`inflight`] (one request's record), [`offload`] (where the watchdog sends work that might
 //! block), [`threads`] (the workers as the OS sees them: priority and CPU time), [`pool`] (the
 //! OS threads that run handlers), [`decide`] (the watchdog's rules as a pure function) and
@@ -21,6 +21,7 @@ pub(crate) mod pool;
 pub(crate) mod refusal;
 pub(crate) mod reply;
 pub(crate) mod routes;
+pub(crate) mod shard;
 pub(crate) mod state;
 pub(crate) mod stream;
 pub(crate) mod threads;

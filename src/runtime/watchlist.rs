@@ -15,13 +15,13 @@
 //! watchdog over a channel and stayed listed until the next tick, and the watchdog's `Weak` was
 //! the last reference to every record: each one was freed on the watchdog's thread.
 
-use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering::*};
+use std::sync::atomic::Ordering::*;
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
 use crate::runtime::inflight::{Inflight, NOT_LISTED};
+use crate::runtime::shard::thread_shard;
 
 /// Shards of the list: threads are spread over them in turn. More than may has threads (one
 /// per CPU) on any machine vigil is likely to run on; tests and other threads share them.
@@ -61,22 +61,6 @@ pub(crate) enum Keep {
     No,
 }
 
-thread_local! {
-    // Only touched inside `home_shard`, which never yields: sound on coroutine threads too.
-    static HOME: Cell<usize> = const { Cell::new(usize::MAX) };
-}
-static NEXT_HOME: AtomicUsize = AtomicUsize::new(0);
-
-/// The calling thread's shard.
-fn home_shard() -> usize {
-    HOME.with(|h| {
-        if h.get() == usize::MAX {
-            h.set(NEXT_HOME.fetch_add(1, Relaxed) % SHARDS);
-        }
-        h.get()
-    })
-}
-
 impl Watchlist {
     pub fn new() -> Watchlist {
         Watchlist { shards: (0..SHARDS).map(|_| Shard::default()).collect() }
@@ -84,7 +68,7 @@ impl Watchlist {
 
     /// Lists `job` (in the calling thread's shard).
     pub fn insert(&self, job: &Arc<Inflight>) {
-        let shard = home_shard();
+        let shard = thread_shard(SHARDS);
         let weak = Arc::downgrade(job);
         let mut s = self.shards[shard].0.lock();
         let slot = match s.free.pop() {
