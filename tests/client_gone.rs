@@ -33,19 +33,7 @@ fn leave(s: TcpStream, how: Leave) -> Option<TcpStream> {
         Leave::Close => None,
         #[cfg(unix)]
         Leave::Reset => {
-            use std::os::unix::io::AsRawFd;
-            let l = libc::linger { l_onoff: 1, l_linger: 0 };
-            // SAFETY: setsockopt reads `l`, a live local of the size passed, on our own socket.
-            let rc = unsafe {
-                libc::setsockopt(
-                    s.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_LINGER,
-                    (&l as *const libc::linger).cast(),
-                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
-                )
-            };
-            assert_eq!(rc, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+            socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).expect("SO_LINGER 0");
             None
         }
     }

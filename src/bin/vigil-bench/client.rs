@@ -626,36 +626,10 @@ mod tests {
             let _ = s.write_all(reply);
             if reset {
                 // SO_LINGER 0: close sends RST instead of FIN.
-                let _ = socket_linger_zero(&s);
+                let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
             }
         });
         addr
-    }
-
-    #[cfg(unix)]
-    fn socket_linger_zero(s: &TcpStream) -> io::Result<()> {
-        use std::os::unix::io::AsRawFd;
-        let l = libc::linger { l_onoff: 1, l_linger: 0 };
-        // SAFETY: setsockopt on an open socket with a correctly sized linger struct.
-        let r = unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&l as *const libc::linger).cast(),
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            )
-        };
-        if r == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    }
-
-    #[cfg(not(unix))]
-    fn socket_linger_zero(_: &TcpStream) -> io::Result<()> {
-        Ok(())
     }
 
     fn one(reply: &'static [u8], reset: bool) -> Outcome {
