@@ -510,18 +510,14 @@ impl Conn<'_> {
             Reply::Refused(r) => (shared.app.answers().refusal(r), r.source()),
             Reply::ClientGone => return Err(self.client_gone(job, t0)),
         };
-        let close = !keep_alive
-            || shared.settings.keepalive.is_zero()
-            || shared.lifecycle.is_draining()
-            || resp.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let close =
+            self.must_close(keep_alive) || resp.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
         let status = resp.status();
         let framing = Framing { head_only, close, http10, request_id: Some(job.req.id()) };
         let close = self.queue(&mut resp, &framing);
         let now = clock::now_ns();
         let elapsed = Duration::from_nanos(now.saturating_sub(t0));
-        let timeout = shared.routes.get(job.route).timeout;
-        let budget = now.saturating_sub(job.start_ns) as f64 / timeout.as_nanos().max(1) as f64;
-        let (route, budget) = if unmatched { (None, None) } else { (Some(job.route), Some(budget)) };
+        let (route, budget) = self.route_and_budget(job, now);
         shared.metrics.response(route, job.req.method(), status, elapsed, budget);
         let ran_at = job.run_start_ns.load(Relaxed);
         if ran_at != 0 {
@@ -540,15 +536,27 @@ impl Conn<'_> {
         let s = self.shared;
         let now = clock::now_ns();
         let elapsed = Duration::from_nanos(now.saturating_sub(t0));
-        let info = s.routes.get(job.route);
-        let route = s.routes.app_route(job.route);
-        let budget = route.map(|_| now.saturating_sub(job.start_ns) as f64 / info.timeout.as_nanos().max(1) as f64);
+        let (route, budget) = self.route_and_budget(job, now);
         s.metrics.response(route, job.req.method(), CLIENT_CLOSED_REQUEST, elapsed, budget);
         debug!("{}: client of id={} went away before its answer (499); closing", self.peer, job.req.id());
         if access::enabled(&s.settings) {
             self.log_request(job, CLIENT_CLOSED_REQUEST, Source::Client, elapsed, budget);
         }
         Stop::Gone
+    }
+
+    /// Whether the connection closes after this answer, whatever the answer says: the client
+    /// did not ask to keep it, keep-alive is off, or a drain began.
+    fn must_close(&self, keep_alive: bool) -> bool {
+        !keep_alive || self.shared.settings.keepalive.is_zero() || self.shared.lifecycle.is_draining()
+    }
+
+    /// The app route `job` is counted under (`None`: it matched none) and the share of its
+    /// time budget used by `now` (`None` with no route).
+    fn route_and_budget(&self, job: &Inflight, now: u64) -> (Option<RouteId>, Option<f64>) {
+        let route = self.shared.routes.app_route(job.route);
+        let timeout = self.shared.routes.get(job.route).timeout;
+        (route, route.map(|_| now.saturating_sub(job.start_ns) as f64 / timeout.as_nanos().max(1) as f64))
     }
 
     /// Waits for the answer to request `seq`.
@@ -612,11 +620,7 @@ impl Conn<'_> {
             }
             _ => false,
         };
-        let close = close_anyway
-            || !body_skipped
-            || !head.keep_alive
-            || self.shared.settings.keepalive.is_zero()
-            || self.shared.lifecycle.is_draining();
+        let close = close_anyway || !body_skipped || self.must_close(head.keep_alive);
         let http10 = head.version == Version::Http10;
         let framing = Framing { head_only: seen.head_only, close, http10, request_id: Some(seen.id) };
         let status = resp.status();
